@@ -1,0 +1,119 @@
+"""Configuration: environment variables and ``.env``, validated with clear messages.
+
+Precedence: arguments given in code > environment > ``.env`` > defaults.
+``describe()`` tells where each active value came from, with the API key masked.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llamafile_provider.dialects import normalize_base_url
+from llamafile_provider.errors import ConfigurationError
+
+DEFAULT_SMART_URL = "http://localhost:8080"
+DEFAULT_FAST_URL = "http://localhost:8081"
+ENV_PREFIX = "LLAMAFILE_"
+
+ToolMode = Literal["auto", "native", "constrained", "compat"]
+
+
+def _split_urls(value: Any) -> list[str] | None:
+    if value is None or value == "":
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    urls = [normalize_base_url(str(item)) for item in items if str(item).strip()]
+    return urls or None
+
+
+class LlamafileSettings(BaseSettings):
+    """Every knob of the provider; each field is read from ``LLAMAFILE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore",
+                                      validate_default=True)
+
+    api_base: str | None = Field(None, description="One server for both models (AutoGPT's old setting).")
+    smart_llm_url: list[str] | None = Field(
+        None, description="Smart model server(s), comma-separated equivalents for failover.")
+    fast_llm_url: list[str] | None = Field(
+        None, description="Fast model server(s), comma-separated equivalents for failover.")
+    api_key: SecretStr | None = Field(None, description="The servers' --api-key, if they have one.")
+    fallback_to_fast: bool = Field(False, description="Use the fast model when every smart server is down.")
+    tool_mode: ToolMode = Field("auto", description="auto | native | constrained | compat.")
+    timeout: float = Field(600.0, gt=0, description="Seconds to wait for one reply (local models are slow).")
+    max_retries: int = Field(3, ge=0, le=20, description="Retries on connection errors, 503 and 5xx.")
+    retry_backoff: float = Field(0.5, ge=0, description="First backoff in seconds; doubles, with jitter.")
+    fix_failed_parse_tries: int = Field(3, ge=0, le=10, description="Re-asks after an invalid reply.")
+    context_size: int | None = Field(
+        None, gt=0, description="Context per slot when the server does not report it (llamafiler).")
+    tokenizer_cache_size: int = Field(4096, ge=0, description="Texts whose token counts are cached.")
+
+    @field_validator("smart_llm_url", "fast_llm_url", mode="before")
+    @classmethod
+    def _urls(cls, value: Any) -> list[str] | None:
+        return _split_urls(value)
+
+    @field_validator("api_base", mode="before")
+    @classmethod
+    def _api_base(cls, value: Any) -> str | None:
+        return normalize_base_url(str(value)) if value else None
+
+    @model_validator(mode="after")
+    def _fill_urls(self) -> LlamafileSettings:
+        """A lone LLAMAFILE_API_BASE serves both models, as in AutoGPT's own provider."""
+        if self.smart_llm_url is None:
+            self.smart_llm_url = [self.api_base or DEFAULT_SMART_URL]
+        if self.fast_llm_url is None:
+            self.fast_llm_url = [self.api_base] if self.api_base else [DEFAULT_FAST_URL]
+        return self
+
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(setting, value, source) for every field; the key is masked, never printed."""
+        given = getattr(self, "_given", set())
+        env_file = self.model_config.get("env_file")
+        dotenv = dotenv_values(env_file) if env_file and Path(str(env_file)).exists() else {}
+        rows = []
+        for name in type(self).model_fields:
+            env_name = ENV_PREFIX + name.upper()
+            if name in given:
+                source = "argument"
+            elif env_name in os.environ:
+                source = "environment"
+            elif env_name in dotenv:
+                source = ".env"
+            else:
+                source = "default"
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown = "****" + value.get_secret_value()[-2:] if len(value.get_secret_value()) > 8 else "****"
+            elif isinstance(value, list):
+                shown = ",".join(value)
+            else:
+                shown = "" if value is None else str(value)
+            rows.append((env_name, shown, source))
+        return rows
+
+
+def load_settings(**overrides: Any) -> LlamafileSettings:
+    """Build settings, turning validation errors into one ``ConfigurationError`` that names each
+    bad variable and what it accepts."""
+    try:
+        settings = LlamafileSettings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid llamafile settings: {problems}") from None
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"invalid llamafile settings: {exc}") from None
+    object.__setattr__(settings, "_given", {k for k, v in overrides.items() if v is not None})
+    return settings

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The one command that runs every test on a fresh machine:
+#   1. creates .venv (unless VENV points elsewhere) and installs the package with its test extra,
+#   2. builds the real llama-server test bed on first use (cached outside the clone, ~10 min once),
+#   3. runs pytest; extra arguments go to pytest (e.g. ./scripts/test.sh -k tokenize).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e '.[test]'
+
+# Build (or find) the test-bed server before pytest starts, so its progress is visible.
+"$VENV/bin/python" -m testbed.build_server >/dev/null
+
+exec "$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,92 @@
+"""Fixtures that give tests REAL llama-server processes from the test bed.
+
+A test that needs a server and cannot get one fails with the reason; it is never skipped.
+Servers are shared per configuration for the whole session and all stopped at its end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed import ensure_testbed
+from testbed.build_server import BuildError
+from testbed.server import RunningServer, ServerConfig, ServerPool
+
+TEST_API_KEY = "sk-test-bed-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+    try:
+        return ensure_testbed()
+    except BuildError as exc:
+        pytest.fail(f"the llama-server test bed is unavailable: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def llama_server_binary(testbed: tuple[Path, dict[str, Path]]) -> Path:
+    return testbed[0]
+
+
+@pytest.fixture(scope="session")
+def models(testbed: tuple[Path, dict[str, Path]]) -> dict[str, Path]:
+    return testbed[1]
+
+
+@pytest.fixture(scope="session")
+def server_pool(llama_server_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    pool = ServerPool(llama_server_binary, log_dir=tmp_path_factory.mktemp("server-logs"))
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def _server(pool: ServerPool, config: ServerConfig) -> RunningServer:
+    try:
+        return pool.get(config)
+    except Exception as exc:  # noqa: BLE001 - turned into a loud test failure
+        pytest.fail(f"could not start a test-bed llama-server: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def mistral_server(server_pool: ServerPool, models: dict[str, Path]) -> RunningServer:
+    """Mistral v0.2 template: no system role, strict user/assistant alternation."""
+    return _server(server_pool, ServerConfig(model=models["mistral"]))
+
+
+@pytest.fixture(scope="session")
+def chatml_server(server_pool: ServerPool, models: dict[str, Path]) -> RunningServer:
+    return _server(server_pool, ServerConfig(model=models["chatml"]))
+
+
+@pytest.fixture(scope="session")
+def llama3_server(server_pool: ServerPool, models: dict[str, Path]) -> RunningServer:
+    return _server(server_pool, ServerConfig(model=models["llama3"]))
+
+
+@pytest.fixture(scope="session")
+def hermes_server(server_pool: ServerPool, models: dict[str, Path]) -> RunningServer:
+    """A Hermes/Qwen-style template with native tool calls."""
+    return _server(server_pool, ServerConfig(model=models["hermes"]))
+
+
+@pytest.fixture(scope="session")
+def keyed_server(server_pool: ServerPool, models: dict[str, Path]) -> RunningServer:
+    """ChatML model behind ``--api-key TEST_API_KEY``."""
+    return _server(server_pool, ServerConfig(model=models["chatml"], api_key=TEST_API_KEY))
+
+
+@pytest.fixture(scope="session")
+def nojinja_server(server_pool: ServerPool, models: dict[str, Path]) -> RunningServer:
+    """Mistral model with ``--no-jinja``: built-in template handling, no tools."""
+    return _server(server_pool, ServerConfig(model=models["mistral"], jinja=False))
+
+
+@pytest.fixture(params=["mistral", "chatml", "llama3", "hermes"])
+def any_server(request: pytest.FixtureRequest) -> RunningServer:
+    """Each test-bed template in turn."""
+    return request.getfixturevalue(f"{request.param}_server")
