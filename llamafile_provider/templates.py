@@ -11,12 +11,14 @@ The server-side details reproduced here:
   escaping (Jinja2's built-in filter escapes ``<`` ``>`` ``&`` ``'``, the server does not);
 * a leading ``system`` message is merged into the next message with a newline when the
   template has no system role (the server's own workaround);
-* a leading BOS text (trailing EOS text) is stripped when the tokenizer adds it itself.
+* a leading BOS text (trailing EOS text) is stripped when the tokenizer adds it itself;
+* a trailing assistant message is continued (prefill), not closed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -92,10 +94,23 @@ class ChatTemplate:
                add_generation_prompt: bool = True) -> str:
         """The prompt text the server would tokenize for these OpenAI-style messages.
 
-        Raises ``TemplateError`` with the template's own message when it rejects them.
+        A conversation that ends with an assistant turn is a prefill the model continues:
+        like the server, render the turns before it, add the generation prompt, then the
+        assistant's text with no end-of-turn. Raises ``TemplateError`` with the template's
+        own message when it rejects the messages.
         """
         prepared = self._prepare(messages)
-        context: dict[str, Any] = {"messages": prepared, "bos_token": self.bos_token,
+        last = prepared[-1] if prepared else {}
+        if add_generation_prompt and last.get("role") == "assistant" and not last.get("tool_calls"):
+            head = self._render(prepared[:-1], tools, False)
+            with_prompt = self._render(prepared[:-1], tools, True)
+            common = len(os.path.commonprefix([head, with_prompt]))
+            return head + with_prompt[common:] + str(last.get("content") or "")
+        return self._render(prepared, tools, add_generation_prompt)
+
+    def _render(self, messages: list[dict[str, Any]], tools: Sequence[Mapping[str, Any]] | None,
+                add_generation_prompt: bool) -> str:
+        context: dict[str, Any] = {"messages": messages, "bos_token": self.bos_token,
                                    "eos_token": self.eos_token}
         if tools:
             context["tools"] = list(tools)
