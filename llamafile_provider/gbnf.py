@@ -14,14 +14,15 @@ Everything else (``pattern``, ``format``, ``minLength``, ``minimum``, ``not``, `
 ``patternProperties``, ``if``/``then``...) is ignored in the safe direction: the grammar may
 accept MORE than the schema, never less, so a valid reply is never made impossible;
 ``tools.validate_call`` catches what slips through. For the same reason keywords beside
-``anyOf``/``$ref`` are ignored, and huge ``minItems``/``maxItems`` are relaxed.
+``anyOf``/``$ref`` are ignored, and huge ``minItems``/``maxItems`` are relaxed. Keys, ``const``
+and ``enum`` values are matched in one spelling: compact JSON with raw UTF-8 (not ``\\u`` escapes).
 
-The one deliberate exception: numbers have at most 16 integer digits, 16 fraction digits
-and 3 exponent digits (a double's precision and range anyway). Unbounded digit runs are how
-a small model never terminates: the test-bed model wrote "a":934444... until ``max_tokens``.
-Whitespace is optional but bounded (one space, or a newline plus up to 16 spaces/tabs) for
-the same reason. Only classic GBNF syntax is emitted (no ``{m,n}`` repetition, no ``.``),
-so old llamafile parsers read it too.
+The one deliberate exception: numbers have at most 20 integer digits (enough for any 64-bit
+integer), 20 fraction digits and 3 exponent digits. Unbounded digit runs are how a small
+model never terminates: the test-bed model wrote "a":934444... until ``max_tokens``.
+Whitespace is optional but bounded (one space, or a newline plus up to 32 spaces/tabs: eight
+levels of 4-space indentation) for the same reason. Only classic GBNF syntax is emitted (no
+``{m,n}`` repetition, no ``.``), so old llamafile parsers read it too.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from typing import Any
 
 _MAX_EXPANDED = 16  # minItems/maxItems spans larger than this are relaxed (looser, never stricter)
 
-_MAX_DIGITS = 16
+_MAX_DIGITS = 20
+_MAX_INDENT = 32
 
 
 def _up_to(unit: str, count: int) -> str:
@@ -42,9 +44,9 @@ def _up_to(unit: str, count: int) -> str:
 
 _PRIMITIVES: dict[str, tuple[str, tuple[str, ...]]] = {  # name: (body, rules it uses)
     "ws": ('( " " | "\\n" indent )?', ("indent",)),
-    "indent": (_up_to("[ \\t]", _MAX_EXPANDED), ()),
+    "indent": (_up_to("[ \\t]", _MAX_INDENT), ()),
     "string": ('"\\"" char* "\\""', ("char",)),
-    "char": ('[^"\\\\\\x7F\\x00-\\x1F] | "\\\\" ( ["\\\\/bfnrt] | "u" hex hex hex hex )', ("hex",)),
+    "char": ('[^"\\\\\\x00-\\x1F] | "\\\\" ( ["\\\\/bfnrt] | "u" hex hex hex hex )', ("hex",)),
     "hex": ("[0-9a-fA-F]", ()),
     "integer": ('"-"? ( "0" | [1-9] more-digits )', ("more-digits",)),
     "number": ('integer ( "." [0-9] more-digits )? ( [eE] [-+]? [0-9] ( [0-9] [0-9]? )? )?',
@@ -141,7 +143,8 @@ class _Converter:
             return self.add(hint, " | ".join(dict.fromkeys(json_literal(v) for v in schema["enum"])))
         for key in ("anyOf", "oneOf"):
             if isinstance(schema.get(key), list) and schema[key]:
-                return self.alternatives(hint, [self.visit(s, f"{hint}-{i}") for i, s in enumerate(schema[key])])
+                options = [self.visit(s, f"{hint}-{i}") for i, s in enumerate(schema[key])]
+                return self.alternatives(hint, options)
         kind = schema.get("type")
         if kind is None and isinstance(schema.get("allOf"), list) and schema["allOf"]:
             return self.visit(schema["allOf"][0], hint)  # any one member accepts a superset of allOf
@@ -194,7 +197,8 @@ class _Converter:
         is_required = [key in required for key in props]
 
         def tail(i: int) -> str:  # the members after one already emitted, from index i on
-            parts = ['"," ws ' + kvs[j] if is_required[j] else f'( "," ws {kvs[j]} )?' for j in range(i, len(kvs))]
+            parts = ['"," ws ' + kvs[j] if is_required[j] else f'( "," ws {kvs[j]} )?'
+                     for j in range(i, len(kvs))]
             return " ".join([*parts, extra_tail]).strip()
 
         # the first member present is any optional one before the first required one, or that one

@@ -133,6 +133,11 @@ class ServerClient:
     def __repr__(self) -> str:
         return repr(self._ops)
 
+    @property
+    def cached_info(self) -> ServerInfo | None:
+        """What the last probe learned, without probing."""
+        return self._ops.info_cache
+
     def _run(self, operation: Operation[T]) -> T:
         try:
             request = next(operation)
@@ -196,6 +201,11 @@ class AsyncServerClient:
 
     def __repr__(self) -> str:
         return repr(self._ops)
+
+    @property
+    def cached_info(self) -> ServerInfo | None:
+        """What the last probe learned, without probing."""
+        return self._ops.info_cache
 
     async def _run(self, operation: Operation[T]) -> T:
         try:

@@ -47,8 +47,8 @@ class LlamafileSettings(BaseSettings):
     fallback_to_fast: bool = Field(False, description="Use the fast model when every smart server is down.")
     tool_mode: ToolMode = Field("auto", description="auto | native | constrained | compat.")
     timeout: float = Field(600.0, gt=0, description="Seconds to wait for one reply (local models are slow).")
-    max_retries: int = Field(3, ge=0, le=20, description="Retries on connection errors, 503 and 5xx.")
-    retry_backoff: float = Field(0.5, ge=0, description="First backoff in seconds; doubles, with jitter.")
+    max_retries: int = Field(
+        3, ge=0, le=20, description="Retries on connection errors, 503 and 5xx (backoff with jitter).")
     fix_failed_parse_tries: int = Field(3, ge=0, le=10, description="Re-asks after an invalid reply.")
     context_size: int | None = Field(
         None, gt=0, description="Context per slot when the server does not report it (llamafiler).")

@@ -79,18 +79,15 @@ def normalize_tool_choice(choice: ToolChoiceLike, functions: Sequence[FunctionSp
                                  f"available: {', '.join(names) or '(none)'}.")
     if mode is ChoiceMode.REQUIRED and not names:
         raise ConfigurationError("tool_choice 'required' needs at least one function.")
+    if duplicates := sorted({n for n in names if names.count(n) > 1}):
+        raise ConfigurationError(f"function names must be unique; repeated: {', '.join(duplicates)}.")
     return ToolChoice(mode, name if mode is ChoiceMode.FUNCTION else None)
 
 
 def _chosen(functions: Sequence[FunctionSpec], choice: ToolChoiceLike) -> tuple[ToolChoice, list[FunctionSpec]]:
     normalized = normalize_tool_choice(choice, functions)
-    names = [f.name for f in functions]
-    if duplicates := sorted({n for n in names if names.count(n) > 1}):
-        raise ConfigurationError(f"function names must be unique; repeated: {', '.join(duplicates)}.")
-    if normalized.mode is ChoiceMode.NONE:
-        return normalized, []
-    return normalized, [f for f in functions if normalized.mode is not ChoiceMode.FUNCTION
-                        or f.name == normalized.name]
+    return normalized, [f for f in functions if normalized.mode is not ChoiceMode.NONE and
+                        (normalized.mode is not ChoiceMode.FUNCTION or f.name == normalized.name)]
 
 
 CONTENT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"content": {"type": "string"}},
@@ -130,42 +127,35 @@ def _arguments_schema(spec: FunctionSpec, defs: dict[str, Any]) -> dict[str, Any
     until ``max_tokens``. ``allOf`` parts stay open (closed, they would exclude one another);
     ``$schema``/``$id`` are dropped (they would re-base the refs).
     """
-    params = copy.deepcopy(spec.parameters)
-    for key in ("$schema", "$id"):
-        params.pop(key, None)
+    params = {k: v for k, v in copy.deepcopy(spec.parameters).items() if k not in ("$schema", "$id")}
     params.setdefault("type", "object")
-    has_refs = False
-
-    def fix(node: dict[str, Any], in_all_of: bool) -> None:
-        nonlocal has_refs
-        if isinstance(node.get("$ref"), str) and node["$ref"].startswith("#"):
-            node["$ref"] = f"#/$defs/{spec.name}{node['$ref'][1:]}"
-            has_refs = True
-        if isinstance(node.get("properties"), dict) and not in_all_of and "allOf" not in node and not any(
-                k in node for k in ("additionalProperties", "patternProperties", "unevaluatedProperties")):
-            node["additionalProperties"] = False
-
-    _walk_schemas(params, fix)
-    if not has_refs:
+    if not _tighten(params, f"#/$defs/{spec.name}"):
         return params
     defs[spec.name] = params
     return {"$ref": f"#/$defs/{spec.name}"}
 
 
-def _walk_schemas(schema: Any, visit: Callable[[dict[str, Any], bool], None], in_all_of: bool = False) -> None:
-    """Call ``visit`` on every subschema (never on data such as ``enum`` or ``default``)."""
-    if not isinstance(schema, dict):
-        return
-    visit(schema, in_all_of)
-    for key, sub in schema.items():
+def _tighten(node: Any, ref_root: str, in_all_of: bool = False) -> bool:
+    """In place, on every subschema (never on data such as ``enum``): close objects, re-root
+    local ``$ref``s under ``ref_root``. True if there was any ``$ref``."""
+    if not isinstance(node, dict):
+        return False
+    has_ref = isinstance(node.get("$ref"), str) and node["$ref"].startswith("#")
+    if has_ref:
+        node["$ref"] = ref_root + node["$ref"][1:]
+    if isinstance(node.get("properties"), dict) and not in_all_of and "allOf" not in node and not any(
+            k in node for k in ("additionalProperties", "patternProperties", "unevaluatedProperties")):
+        node["additionalProperties"] = False
+    for key, sub in node.items():
         if key in ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas"):
-            for value in sub.values() if isinstance(sub, dict) else ():
-                _walk_schemas(value, visit, in_all_of)
-        elif key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(sub, list):
-            for value in sub:
-                _walk_schemas(value, visit, in_all_of or key == "allOf")
-        elif key in ("items", "additionalProperties", "contains", "not", "if", "then", "else"):
-            _walk_schemas(sub, visit, in_all_of)
+            subs = list(sub.values()) if isinstance(sub, dict) else []
+        elif key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+            subs = sub if isinstance(sub, list) else []
+        else:
+            subs = [sub] if key in ("items", "additionalProperties", "contains", "not", "if", "then",
+                                    "else") else []
+        has_ref = any([_tighten(s, ref_root, in_all_of or key == "allOf") for s in subs]) or has_ref
+    return has_ref
 
 
 def compat_instructions(functions: Sequence[FunctionSpec], choice: ToolChoiceLike = "auto", *,
@@ -231,9 +221,7 @@ def parse_tool_calls(text: str, functions: Sequence[FunctionSpec] = ()) -> Parse
     prose around it do not matter) is read leniently and consumed if call-shaped. JSON that is
     not a call stays in the prose. Calls are returned in reading order.
     """
-    text, known = text.replace("\x00", ""), {f.name for f in functions}
-    calls: list[FunctionCall] = []
-    problems: list[str] = []
+    text, known, found = text.replace("\x00", ""), {f.name for f in functions}, ParsedToolCalls()
     contents: list[str] = []
     spans: list[tuple[int, int]] = []
     pos, unfinished_reported = 0, False
@@ -243,15 +231,17 @@ def parse_tool_calls(text: str, functions: Sequence[FunctionSpec] = ()) -> Parse
         value, error = loads_lenient(text[start:end]) if end else (None, "it is unfinished or unbalanced")
         if error is not None:
             if _CALLISH.search(text, start, end or len(text)) and not (end is None and unfinished_reported):
-                problems.append(f"could not read {_clip(text[start:end])} as JSON: {error}")
+                found.problems.append(f"could not read {_clip(text[start:end])} as JSON: {error}")
                 unfinished_reported = unfinished_reported or end is None
             continue
         assert end is not None
         pos = end  # valid JSON: a call, or data that stays in the prose
-        if (found := _interpret(value, known)) is not None:
-            calls, contents, problems = calls + found[0], contents + found[1], problems + found[2]
+        if (parts := _interpret(value, known)) is not None:
+            found.calls.extend(parts[0])
+            contents.extend(parts[1])
+            found.problems.extend(parts[2])
             spans.append((start, end))
-    return ParsedToolCalls(calls=calls, content=_prose(text, spans, contents), problems=problems)
+    return ParsedToolCalls(calls=found.calls, content=_prose(text, spans, contents), problems=found.problems)
 
 
 def _balanced_end(text: str, start: int) -> int | None:
@@ -281,28 +271,22 @@ def _outside_strings(text: str, fix: Callable[[str], str]) -> str:
     return "".join([*out, fix(text[last:])])
 
 
-def _repair(code: str) -> str:
-    code = re.sub(r",(\s*[}\]])", r"\1", code)                             # trailing commas
-    return re.sub(r"([{,]\s*)([A-Za-z_]\w*)(\s*:)", r'\1"\2"\3', code)   # bare keys
-
-
-def _pythonic(code: str) -> str:
-    return re.sub(r"\b(true|false|null)\b", lambda m: {"true": "True", "false": "False"}.get(m[1], "None"),
-                  _repair(code))
-
-
 def loads_lenient(text: str) -> tuple[Any, str | None]:
-    """(value, None) for JSON, JSON with trailing commas / bare keys, or a Python literal; else (None, error)."""
+    """(value, None) for JSON, JSON with trailing commas or bare keys, or a Python literal; else (None, why)."""
     try:
         return json.loads(text, strict=False), None
     except (ValueError, RecursionError) as exc:
         first_error = str(exc)
+    repaired = _outside_strings(text.strip(), lambda code: re.sub(  # bare keys, then trailing commas
+        r"([{,]\s*)([A-Za-z_]\w*)(\s*:)", r'\1"\2"\3', re.sub(r",(\s*[}\]])", r"\1", code)))
     try:
-        return json.loads(_outside_strings(text, _repair), strict=False), None
+        return json.loads(repaired, strict=False), None
     except (ValueError, RecursionError):
         pass
+    python = _outside_strings(repaired, lambda code: re.sub(
+        r"\b(true|false|null)\b", lambda m: {"true": "True", "false": "False"}.get(m[1], "None"), code))
     try:  # the round trip turns tuples into lists and refuses sets, bytes and the like
-        return json.loads(json.dumps(ast.literal_eval(_outside_strings(text.strip(), _pythonic)))), None
+        return json.loads(json.dumps(ast.literal_eval(python))), None
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None, first_error
 
@@ -311,17 +295,18 @@ def _interpret(value: Any, known: set[str]) -> _Found | None:
     """(calls, contents, problems) if ``value`` is call-shaped in any supported variant, else None."""
     if isinstance(value, list):
         parts = [_interpret(item, known) for item in value]
-        if not any(parts):
-            return None
-        return ([c for p in parts if p for c in p[0]], [c for p in parts if p for c in p[1]],
-                [q for p in parts if p for q in p[2]] + [f"ignored a list item that is not a tool call: "
-                                                         f"{_clip(json.dumps(v))}" for v, p in zip(value, parts) if not p])
+        kept = [p for p in parts if p is not None]
+        skipped = [f"ignored a list item that is not a tool call: {_clip(json.dumps(v))}"
+                   for v, p in zip(value, parts) if p is None]
+        return ([c for p in kept for c in p[0]], [c for p in kept for c in p[1]],
+                [q for p in kept for q in p[2]] + skipped) if kept else None
     if not isinstance(value, dict):
         return None
     content = [value["content"]] if isinstance(value.get("content"), str) and value["content"].strip() else []
     if "tool_calls" in value:
         inner = _interpret(value["tool_calls"], known) if value["tool_calls"] else ([], [], [])
-        return (inner[0], content + inner[1], inner[2]) if inner else ([], content, ["tool_calls holds no call"])
+        return (inner[0], content + inner[1], inner[2]) if inner else ([], content,
+                                                                        ["tool_calls holds no call"])
     for wrapper in ("function_call", "function", "tool_call"):
         if isinstance(value.get(wrapper), dict):
             return _interpret(value[wrapper], known)
@@ -381,10 +366,12 @@ def validate_call(call: FunctionCall, functions: Sequence[FunctionSpec]) -> list
     """What is wrong with one call, each problem with its place (``arguments.unit``); [] = valid."""
     spec = next((f for f in functions if f.name == call.name), None)
     if spec is None:
-        return [f"unknown function {call.name!r}; valid names: {', '.join(f.name for f in functions) or '(none)'}"]
+        names = ", ".join(f.name for f in functions) or "(none)"
+        return [f"unknown function {call.name!r}; valid names: {names}"]
     validator = _validator(json.dumps(spec.parameters, sort_keys=True, default=str))
     try:
-        errors = sorted(validator.iter_errors(call.arguments), key=lambda e: ([str(p) for p in e.absolute_path], e.message))
+        errors = sorted(validator.iter_errors(call.arguments),
+                        key=lambda e: ([str(p) for p in e.absolute_path], e.message))
     except Unresolvable as exc:
         raise ConfigurationError(f"the parameters of {spec.name} have an unresolvable $ref: {exc}") from exc
     return [f"{call.name}: at {_path(e.absolute_path)}: {_clip(e.message, 200)}" for e in errors]

@@ -226,7 +226,7 @@ def build_weights(spec: ModelSpec, n_vocab: int, bias: np.ndarray, levels: np.nd
     if spec.tools_head:
         embd[tokens.index("<tools>"), TOOLS_KEY_DIM] = 1.0
         embd[tokens.index("<0x0A>"), NEWLINE_DIM] = 1.0
-        output[tokens.index("<tool_call>"), CALL_NOW_DIM] = 6.0
+        output[tokens.index("<tool_call>"), CALL_NOW_DIM] = 12.0
         for dim, (first, then) in enumerate(TOOL_BIGRAMS, start=BIGRAM_DIM0):
             embd[tokens.index(first), dim] = 1.0
             output[tokens.index(then), dim] = 80.0 / scale

@@ -1,0 +1,329 @@
+"""The chat providers: an OpenAI-compatible base and ``LlamafileProvider`` on top of it.
+
+``OpenAICompatibleProvider`` sends chat requests with the openai SDK (its retries: exponential
+backoff with jitter on connection errors, 5xx and 503) and maps failures into the package's
+errors. ``LlamafileProvider`` adds what local servers need: smart/fast routing with failover,
+role folding for the model's template on every request, the tool-call cascade, structured
+output, server-backed token counting and usage accounting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
+
+import openai
+
+from llamafile_provider import cascade
+from llamafile_provider.cascade import ToolMode
+from llamafile_provider.dialects import Dialect, ServerInfo, error_from_response
+from llamafile_provider.errors import (
+    CompletionError,
+    InvalidToolCallError,
+    RequestRejectedError,
+    ServerError,
+    ServerInternalError,
+    ServerLoadingError,
+    ServerTimeoutError,
+    ServerUnreachableError,
+    UnsupportedFeatureError,
+)
+from llamafile_provider.folding import fold_messages
+from llamafile_provider.messages import ChatMessage, ChatResponse, FunctionSpec, MessageLike, Usage, as_messages
+from llamafile_provider.routing import (
+    FunctionLike,
+    ModelInfo,
+    ResponseSchema,
+    Router,
+    Server,
+    as_function_specs,
+    schema_of,
+)
+from llamafile_provider.settings import LlamafileSettings, load_settings
+from llamafile_provider.tokenizer import Tokenizer
+from llamafile_provider.tools import (
+    ChoiceMode,
+    ToolChoice,
+    ToolChoiceLike,
+    compat_instructions,
+    feedback_message,
+    normalize_tool_choice,
+    to_tool_calls,
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Worth another server: the one we asked is down, loading, too slow, or broken.
+FAILOVER_ERRORS = (ServerUnreachableError, ServerLoadingError, ServerTimeoutError, ServerInternalError)
+# Sampling options the local servers understand; anything else newer callers pass is dropped.
+PASSTHROUGH = {"temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty",
+               "top_k", "min_p", "repeat_penalty"}
+
+
+class OpenAICompatibleProvider:
+    """Chat completions on any OpenAI-compatible server, with typed errors and usage totals."""
+
+    def __init__(self, *, timeout: float = 600.0, max_retries: int = 3) -> None:
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.usage = Usage()
+        self.usage_by_model: dict[str, Usage] = {}
+
+    async def _send(self, server: Server, dialect: Dialect, request: dict[str, Any]) -> Any:
+        """One chat request through the SDK; SDK retries happen inside, errors come out typed."""
+        try:
+            completion = await server.sdk.chat.completions.create(**request)
+        except openai.APIStatusError as exc:
+            raise error_from_response(exc.response, server.url, dialect) from None
+        except openai.APITimeoutError as exc:
+            raise ServerTimeoutError(f"{server.url} did not answer within {self.timeout:.0f}s; raise "
+                                     "LLAMAFILE_TIMEOUT or shorten the prompt.", url=server.url) from exc
+        except openai.APIConnectionError as exc:
+            raise ServerUnreachableError(f"nothing answers at {server.url}: {exc.__cause__ or exc}. "
+                                         "Start it with ./llamafile-integration/serve.sh.", url=server.url) from exc
+        return completion
+
+    def _count(self, server: Server, reported: Any, requests: int = 1) -> Usage:
+        """Add one call's usage to the instance totals (overall and per model alias)."""
+        usage = Usage(requests=requests)
+        if reported is not None:
+            usage.prompt_tokens, usage.completion_tokens = reported.prompt_tokens, reported.completion_tokens
+        self.usage.add(usage)
+        self.usage_by_model.setdefault(server.alias, Usage()).add(usage)
+        return usage
+
+
+class LlamafileProvider(OpenAICompatibleProvider):
+    """Local llamafile / llama.cpp servers as an LLM provider for agents (async)."""
+
+    def __init__(self, settings: LlamafileSettings | None = None, **overrides: Any) -> None:
+        self.settings = settings or load_settings(**overrides)
+        super().__init__(timeout=self.settings.timeout, max_retries=self.settings.max_retries)
+        self.router = Router(self.settings)
+
+    # ------------------------------------------------------------------ chat
+    async def create_chat_completion(
+        self,
+        model_prompt: Sequence[MessageLike] | MessageLike,
+        model_name: str = "smart",
+        completion_parser: Callable[[ChatMessage], T] | None = None,
+        functions: Sequence[FunctionLike] | None = None,
+        max_output_tokens: int | None = None,
+        prefill_response: str = "",
+        *,
+        tool_choice: ToolChoiceLike = "auto",
+        response_schema: Any = None,
+        **kwargs: Any,
+    ) -> ChatResponse[T]:
+        """One assistant turn: content, validated tool calls, the parser's result and usage.
+
+        Invalid tool calls and parser errors are fed back to the model and retried up to
+        ``fix_failed_parse_tries`` times; then ``InvalidToolCallError`` / ``CompletionError``.
+        Unknown keyword arguments (``reasoning_effort``, ``thinking_budget_tokens``...) are dropped.
+        """
+        messages = as_messages(model_prompt)
+        specs = as_function_specs(functions)
+        choice = normalize_tool_choice(tool_choice, specs) if specs else None
+        sampling = {k: v for k, v in kwargs.items() if k in PASSTHROUGH and v is not None}
+        dropped = sorted(set(kwargs) - PASSTHROUGH)
+        if dropped:
+            logger.debug("dropping arguments the local server cannot use: %s", ", ".join(dropped))
+
+        async def on(server: Server) -> ChatResponse[T]:
+            info = await server.client.info()
+            uses_tools = choice is not None and choice.mode is not ChoiceMode.NONE
+            mode = server.tool_mode(info, self.settings.tool_mode) if uses_tools else None
+            while True:
+                try:
+                    return await self._converse(server, info, mode, messages, specs, choice, completion_parser,
+                                                max_output_tokens, prefill_response, schema_of(response_schema),
+                                                sampling)
+                except (UnsupportedFeatureError, RequestRejectedError) as exc:
+                    lower = mode.fallback() if mode else None
+                    if lower is None or not _mode_refused(exc):
+                        raise
+                    logger.warning("%s refused %s tool calls (%s); using %s", server.url, mode.value, exc, lower.value)
+                    mode = server.learned_mode = lower
+
+        return await self._failover(model_name, on)
+
+    async def _converse(self, server: Server, info: ServerInfo, mode: ToolMode | None, messages: list[ChatMessage],
+                        specs: list[FunctionSpec], choice: ToolChoice | None,
+                        completion_parser: Callable[[ChatMessage], T] | None, max_output_tokens: int | None,
+                        prefill: str, schema: ResponseSchema | None, sampling: dict[str, Any]) -> ChatResponse[T]:
+        extra: list[ChatMessage] = []
+        total = Usage()
+        tries = self.settings.fix_failed_parse_tries
+        last_problem, last_exc, tool_trouble = "", None, False
+        for attempt in range(tries + 1):
+            conversation = list(messages)
+            if mode is ToolMode.COMPAT and choice:
+                conversation.append(ChatMessage.system(compat_instructions(specs, choice)))
+            conversation += extra
+            if prefill:
+                conversation.append(ChatMessage.assistant(prefill))
+            request: dict[str, Any] = {
+                "model": info.model_id or "local",
+                "messages": fold_messages(conversation, info.caps, native_tools=mode is ToolMode.NATIVE),
+                **sampling,
+                **(cascade.tool_request(info, mode, specs, choice) if mode and choice
+                   else cascade.structured_request(info, schema.json_schema if schema else None)),
+            }
+            if max_output_tokens is not None:
+                request["max_tokens"] = max_output_tokens
+            completion = await self._send(server, info.dialect, request)
+            total.add(self._count(server, completion.usage))
+            choice0 = completion.choices[0]
+            native = [c.model_dump() for c in (choice0.message.tool_calls or [])]
+            reply = cascade.read_reply(mode, choice0.message.content, native, specs, choice)
+            content = prefill + reply.content if prefill and not reply.calls else reply.content
+            raw = prefill + (choice0.message.content or "")
+            if reply.problems:
+                last_problem, tool_trouble = "; ".join(reply.problems), True
+                extra += [ChatMessage.assistant(raw or "(no reply)"),
+                          ChatMessage.user(feedback_message(reply.problems, specs))]
+                continue
+            message = ChatMessage.assistant(content, to_tool_calls(reply.calls))
+            try:
+                if completion_parser is not None:
+                    parsed = completion_parser(message)
+                else:
+                    parsed = schema.parse(content) if schema else None
+            except Exception as exc:  # noqa: BLE001 - any parser error is fed back, as AutoGPT does
+                last_problem, last_exc, tool_trouble = f"{type(exc).__name__}: {exc}", exc, False
+                extra += [ChatMessage.assistant(raw or "(no reply)"),
+                          ChatMessage.user(f"ERROR PARSING YOUR RESPONSE:\n\n{last_problem}")]
+                continue
+            return ChatResponse[T](message=message, parsed_result=parsed, finish_reason=choice0.finish_reason,
+                                   usage=total, model=info.model_id or "", server_url=server.url,
+                                   tool_mode=mode.value if mode else None)
+        if tool_trouble:
+            raise InvalidToolCallError(
+                f"the model at {server.url} gave no valid tool call in {tries + 1} attempts; last problem: "
+                f"{last_problem}. A larger model, or LLAMAFILE_FIX_FAILED_PARSE_TRIES, may help.",
+                attempts=tries + 1, last_error=last_problem)
+        raise CompletionError(f"the reply from {server.url} could not be parsed in {tries + 1} attempts: "
+                              f"{last_problem}") from last_exc
+
+    async def stream_chat_completion(self, model_prompt: Sequence[MessageLike] | MessageLike,
+                                     model_name: str = "smart", max_output_tokens: int | None = None,
+                                     **kwargs: Any) -> AsyncIterator[str]:
+        """Yield the reply's text as it is generated (no tools); usage is counted at the end."""
+        messages = as_messages(model_prompt)
+        server = await self._first_ready(model_name)
+        info = await server.client.info()
+        request: dict[str, Any] = {
+            "model": info.model_id or "local", "stream": True,
+            "messages": fold_messages(messages, info.caps, native_tools=False),
+            **{k: v for k, v in kwargs.items() if k in PASSTHROUGH and v is not None},
+        }
+        if max_output_tokens is not None:
+            request["max_tokens"] = max_output_tokens
+        if info.dialect is not Dialect.CLASSIC:  # classic sends no usage (nor [DONE]) in streams
+            request["stream_options"] = {"include_usage": True}
+        stream = await self._send(server, info.dialect, request)
+        reported = None
+        async for chunk in stream:
+            reported = getattr(chunk, "usage", None) or reported
+            for part in chunk.choices:
+                if part.delta and part.delta.content:
+                    yield part.delta.content
+        self._count(server, reported)
+
+    async def create_embedding(self, texts: Sequence[str] | str, model_name: str = "fast") -> list[list[float]]:
+        """Embeddings where the dialect has them (llama-server with --embeddings, llamafiler)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+
+        async def on(server: Server) -> list[list[float]]:
+            info = await server.client.info()
+            if info.dialect is Dialect.CLASSIC:
+                raise UnsupportedFeatureError(
+                    f"{server.url} is a classic llamafile server, whose embeddings endpoint is disabled "
+                    "(503). Serve the model with llamafiler (--server --v2) or llamafile 0.10+.", url=server.url)
+            batches = [[t] for t in texts] if info.dialect is Dialect.LLAMAFILER else [texts]
+            vectors: list[list[float]] = []
+            for batch in batches:
+                try:
+                    result = await server.sdk.embeddings.create(model=info.model_id or "local", input=batch)
+                except openai.APIStatusError as exc:
+                    raise error_from_response(exc.response, server.url, info.dialect) from None
+                vectors += [list(item.embedding) for item in result.data]
+            return vectors
+
+        return await self._failover(model_name, on)
+
+    # ------------------------------------------------------------------ routing
+    async def _failover(self, model_name: str, call: Callable[[Server], Any]) -> Any:
+        errors: list[ServerError] = []
+        for server in self.router.candidates(model_name):
+            if errors and server.alias == "fast" and self.router.candidates(model_name)[0].alias == "smart":
+                logger.warning("every smart server failed; falling back to the fast model at %s", server.url)
+            try:
+                result = await call(server)
+            except FAILOVER_ERRORS as exc:
+                logger.warning("%s (%s) failed: %s", server.url, server.alias, exc)
+                errors.append(exc)
+                continue
+            self.router.remember(server)
+            return result
+        if len(errors) == 1:
+            raise errors[0]
+        raise type(errors[-1])(f"every server for {model_name!r} failed: " + " | ".join(map(str, errors)),
+                               url=errors[-1].url)
+
+    async def _first_ready(self, model_name: str) -> Server:
+        async def ready(server: Server) -> Server:
+            await server.client.info()
+            return server
+        server: Server = await self._failover(model_name, ready)
+        return server
+
+    # ------------------------------------------------------------------ tokens and models
+    def get_tokenizer(self, model_name: str = "smart") -> Tokenizer:
+        """A blocking tokenizer (AutoGPT's ``ModelTokenizer``) for the model's first server."""
+        return self.router.candidates(model_name)[0].sync_tokenizer()
+
+    def count_tokens(self, text: str, model_name: str = "smart") -> int:
+        return self.get_tokenizer(model_name).count_tokens(text)
+
+    def count_message_tokens(self, messages: Sequence[MessageLike] | MessageLike, model_name: str = "smart") -> int:
+        """Equals the server's ``prompt_tokens`` for these messages, after role folding."""
+        server = self.router.candidates(model_name)[0]
+        tokenizer = server.sync_tokenizer()
+        info = tokenizer.client.info()
+        return tokenizer.count_message_tokens(fold_messages(as_messages(messages), info.caps, native_tools=False))
+
+    async def acount_message_tokens(self, messages: Sequence[MessageLike] | MessageLike,
+                                    model_name: str = "smart") -> int:
+        """``count_message_tokens`` without blocking the event loop."""
+        server = await self._first_ready(model_name)
+        info = await server.client.info()
+        folded = fold_messages(as_messages(messages), info.caps, native_tools=False)
+        return await server.tokenizer.count_message_tokens(folded)
+
+    def get_token_limit(self, model_name: str = "smart") -> int:
+        """Context per slot as the server reports it (``LLAMAFILE_CONTEXT_SIZE`` where it cannot)."""
+        return self.router.candidates(model_name)[0].token_limit()
+
+    async def get_available_models(self) -> list[ModelInfo]:
+        return await self.router.available_models()
+
+    get_available_chat_models = get_available_models
+
+    async def aclose(self) -> None:
+        await self.router.aclose()
+
+    async def __aenter__(self) -> LlamafileProvider:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _mode_refused(exc: ServerError) -> bool:
+    """True when the error means "this server cannot do that tool mode", not a bad request."""
+    text = str(exc).lower()
+    return isinstance(exc, UnsupportedFeatureError) or any(
+        marker in text for marker in ("grammar", "tools", "json_schema", "response_format", "sampler"))
