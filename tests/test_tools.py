@@ -24,7 +24,8 @@ WEATHER = FunctionSpec(name="get_weather", description="Current weather in a cit
                                      "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
     "required": ["city", "unit"], "additionalProperties": False})
 ADD = FunctionSpec(name="add", description="Add two integers", parameters={
-    "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]})
+    "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+    "required": ["a", "b"]})
 SEARCH = FunctionSpec(name="search", description="Search the web", parameters={
     "type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
     "required": ["query"]})
@@ -47,13 +48,15 @@ MESSY_REPLIES: list[tuple[str, list[tuple[str, dict[str, Any]]], str]] = [
      [ADD_CALL, OSLO], "I will do both."),
     ("[" + ADD_JSON + ', {"name": "get_weather", "arguments": {"city": "Oslo", "unit": "celsius"}}]',
      [ADD_CALL, OSLO], ""),
-    (ADD_JSON + '\n{"name": "search", "arguments": {"query": "llamas"}}', [ADD_CALL, ("search", {"query": "llamas"})], ""),
+    (ADD_JSON + '\n{"name": "search", "arguments": {"query": "llamas"}}',
+     [ADD_CALL, ("search", {"query": "llamas"})], ""),
     ('{"name": "add", "arguments": {"a": 1, "b": 2,},}', [ADD_CALL], ""),
     ("{'name': 'search', 'arguments': {'query': \"it's \\\"quoted\\\"\", 'limit': 3}}",
      [("search", {"query": "it's \"quoted\"", "limit": 3})], ""),
     ("{'name': 'search', 'arguments': {'query': 'x', 'safe': true, 'page': null,}}",
      [("search", {"query": "x", "safe": True, "page": None})], ""),
-    ('{"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{\\"a\\": 1, \\"b\\": 2}"}}',
+    ('{"id": "call_1", "type": "function",'
+     ' "function": {"name": "add", "arguments": "{\\"a\\": 1, \\"b\\": 2}"}}',
      [ADD_CALL], ""),
     ('{"name": "get_weather", "parameters": {"city": "Oslo", "unit": "celsius"}}', [OSLO], ""),
     ('{"function": {"name": "add", "arguments": {"a": 1, "b": 2}}}', [ADD_CALL], ""),
@@ -65,7 +68,8 @@ MESSY_REPLIES: list[tuple[str, list[tuple[str, dict[str, Any]]], str]] = [
     ('The set {a, b} and the data {"x": 1} matter.\nCall: ' + ADD_JSON, [ADD_CALL],
      'The set {a, b} and the data {"x": 1} matter.\nCall:'),
     ("<tool_call>\n" + ADD_JSON, [ADD_CALL], ""),
-    ('{"name": "search", "arguments": {"query": "a } ] ``` </tool_call> {"}}', [("search", {"query": "a } ] ``` </tool_call> {"})], ""),
+    ('{"name": "search", "arguments": {"query": "a } ] ``` </tool_call> {"}}',
+     [("search", {"query": "a } ] ``` </tool_call> {"})], ""),
     ('{"name": "add", "arguments": null}', [("add", {})], ""),
     ('Thinking... {"tool_calls": [{"name": "add", "arguments": "{\'a\': 1, \'b\': 2}"}]} done.', [ADD_CALL],
      "Thinking...  done."),
@@ -80,13 +84,16 @@ def test_messy_replies_parse(reply: str, calls: list[tuple[str, dict[str, Any]]]
     assert parsed.problems == []
 
 
+ECHOED_DEFINITION = json.dumps({"type": "function", "name": "add", "description": "Add",
+                                "parameters": {"type": "object", "properties": {}}})
+
+
 @pytest.mark.parametrize(("reply", "content"), [
     ("The capital of France is Paris.", "The capital of France is Paris."),
     ('{"content": "It is sunny in Oslo."}', "It is sunny in Oslo."),
     ('{"tool_calls": []}', ""),
     ('{"name": "Alice", "age": 3}', '{"name": "Alice", "age": 3}'),
-    ('{"type": "function", "name": "add", "description": "Add", "parameters": {"type": "object", "properties": {}}}',
-     '{"type": "function", "name": "add", "description": "Add", "parameters": {"type": "object", "properties": {}}}'),
+    (ECHOED_DEFINITION, ECHOED_DEFINITION),
 ])
 def test_replies_without_calls_keep_their_text(reply: str, content: str) -> None:
     parsed = parse_tool_calls(reply, FUNCTIONS)
@@ -132,7 +139,8 @@ def test_tool_choice_spellings(choice: Any, expected: ToolChoice) -> None:
     (3, FUNCTIONS, "must be a string or a dict"),
     ("required", [], "needs at least one function"),
 ])
-def test_bad_tool_choices_say_what_is_accepted(choice: Any, functions: list[FunctionSpec], message: str) -> None:
+def test_bad_tool_choices_say_what_is_accepted(choice: Any, functions: list[FunctionSpec],
+                                               message: str) -> None:
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         normalize_tool_choice(choice, functions)
 
@@ -251,12 +259,14 @@ def test_compat_instructions() -> None:
 
 # ----------------------------------------------------------------------------- round trip
 _ARGS = st.one_of(
-    st.builds(lambda c, u: ("get_weather", {"city": c, "unit": u}), st.text(), st.sampled_from(["celsius", "fahrenheit"])),
+    st.builds(lambda c, u: ("get_weather", {"city": c, "unit": u}), st.text(),
+              st.sampled_from(["celsius", "fahrenheit"])),
     st.builds(lambda a, b: ("add", {"a": a, "b": b}), st.integers(), st.integers()),
     st.builds(lambda q, n: ("search", {"query": q} if n is None else {"query": q, "limit": n}),
               st.text(), st.none() | st.integers(0, 100)),
 )
-_PROSE = st.text(alphabet=st.characters(blacklist_characters="{}[]`<\x00", blacklist_categories=("Cs",)), max_size=40)
+_PROSE = st.text(alphabet=st.characters(blacklist_characters="{}[]`<\x00", blacklist_categories=("Cs",)),
+                 max_size=40)
 
 
 def _trailing_comma(text: str) -> str:
@@ -293,8 +303,10 @@ def test_any_valid_call_in_any_wrapper_parses_back(call: tuple[str, dict[str, An
 # ----------------------------------------------------------------------------- real servers
 PAIR = [WEATHER, SEARCH]
 VARIANTS = [(FUNCTIONS, choice, False) for choice in ("required", "auto", "get_weather", "add", "search")]
-VARIANTS += [(PAIR, choice, False) for choice in ("required", "auto", "get_weather", "search")]
+VARIANTS += [(PAIR, choice, False) for choice in ("required", "auto", "search", "none")]
 VARIANTS += [(FUNCTIONS, "required", True)]
+VARIANT_IDS = [f"{len(fs)}-functions-{choice}{'-parallel' if parallel else ''}"
+               for fs, choice, parallel in VARIANTS]
 
 
 def check_constrained_reply(content: str, schema: dict[str, Any], functions: list[FunctionSpec]) -> None:
@@ -321,9 +333,10 @@ def chat(base_url: str, **constraint: Any) -> dict[str, Any]:
 
 @pytest.mark.server
 @pytest.mark.parametrize("server", ["chatml_server", "mistral_server"])
-@pytest.mark.parametrize(("functions", "choice", "parallel"), VARIANTS)
+@pytest.mark.parametrize(("functions", "choice", "parallel"), VARIANTS, ids=VARIANT_IDS)
 def test_response_format_replies_are_valid_calls(request: pytest.FixtureRequest, server: str,
-                                                 functions: list[FunctionSpec], choice: str, parallel: bool) -> None:
+                                                 functions: list[FunctionSpec], choice: str,
+                                                 parallel: bool) -> None:
     schema = reply_schema(functions, choice, allow_parallel=parallel)
     reply = chat(request.getfixturevalue(server).base_url,
                  response_format={"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}})
