@@ -57,9 +57,18 @@ T = TypeVar("T")
 
 # Worth another server: the one we asked is down, loading, too slow, or broken.
 FAILOVER_ERRORS = (ServerUnreachableError, ServerLoadingError, ServerTimeoutError, ServerInternalError)
-# Sampling options the local servers understand; anything else newer callers pass is dropped.
-PASSTHROUGH = {"temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty",
-               "top_k", "min_p", "repeat_penalty"}
+# Sampling options the local servers understand (OpenAI's, then llama.cpp's own, which the SDK
+# only carries in ``extra_body``); anything else newer callers pass is dropped.
+OPENAI_SAMPLING = {"temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty"}
+LLAMA_SAMPLING = {"top_k", "min_p", "repeat_penalty", "typical_p", "mirostat", "ignore_eos"}
+PASSTHROUGH = OPENAI_SAMPLING | LLAMA_SAMPLING
+
+
+def sampling_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """SDK keyword arguments for the sampling options among ``kwargs``."""
+    chosen = {k: v for k, v in kwargs.items() if k in OPENAI_SAMPLING and v is not None}
+    extra = {k: v for k, v in kwargs.items() if k in LLAMA_SAMPLING and v is not None}
+    return {**chosen, "extra_body": extra} if extra else chosen
 
 
 class OpenAICompatibleProvider:
@@ -126,7 +135,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
         messages = as_messages(model_prompt)
         specs = as_function_specs(functions)
         choice = normalize_tool_choice(tool_choice, specs) if specs else None
-        sampling = {k: v for k, v in kwargs.items() if k in PASSTHROUGH and v is not None}
+        sampling = sampling_arguments(kwargs)
         dropped = sorted(set(kwargs) - PASSTHROUGH)
         if dropped:
             logger.debug("dropping arguments the local server cannot use: %s", ", ".join(dropped))
@@ -164,13 +173,15 @@ class LlamafileProvider(OpenAICompatibleProvider):
             conversation += extra
             if prefill:
                 conversation.append(ChatMessage.assistant(prefill))
+            shape = (cascade.tool_request(info, mode, specs, choice) if mode and choice
+                     else cascade.structured_request(info, schema.json_schema if schema else None))
             request: dict[str, Any] = {
                 "model": info.model_id or "local",
                 "messages": fold_messages(conversation, info.caps, native_tools=mode is ToolMode.NATIVE),
-                **sampling,
-                **(cascade.tool_request(info, mode, specs, choice) if mode and choice
-                   else cascade.structured_request(info, schema.json_schema if schema else None)),
+                **sampling, **shape,
             }
+            if "extra_body" in sampling and "extra_body" in shape:
+                request["extra_body"] = {**sampling["extra_body"], **shape["extra_body"]}
             if max_output_tokens is not None:
                 request["max_tokens"] = max_output_tokens
             completion = await self._send(server, info.dialect, request)
@@ -217,7 +228,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
         request: dict[str, Any] = {
             "model": info.model_id or "local", "stream": True,
             "messages": fold_messages(messages, info.caps, native_tools=False),
-            **{k: v for k, v in kwargs.items() if k in PASSTHROUGH and v is not None},
+            **sampling_arguments(kwargs),
         }
         if max_output_tokens is not None:
             request["max_tokens"] = max_output_tokens

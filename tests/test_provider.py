@@ -164,6 +164,13 @@ async def test_unknown_keyword_arguments_are_dropped(chatml_server: RunningServe
     assert response.message.content
 
 
+async def test_llama_cpp_sampling_options_reach_the_server(chatml_server: RunningServer) -> None:
+    async with provider_for(chatml_server) as provider:
+        response = await provider.create_chat_completion(
+            [{"role": "user", "content": "hi"}], max_output_tokens=24, top_k=1, min_p=0.0, ignore_eos=True)
+    assert response.finish_reason == "length" and response.usage.completion_tokens == 24  # EOS was ignored
+
+
 async def test_streaming_yields_text_and_counts_usage(llama3_server: RunningServer) -> None:
     async with provider_for(llama3_server) as provider:
         pieces = [p async for p in provider.stream_chat_completion(AUTOGPT_LIKE, max_output_tokens=32)]
