@@ -234,3 +234,12 @@ async def test_counts_limits_and_models(mistral_server: RunningServer, hermes_se
         assert p.get_tokenizer("fast").decode(p.get_tokenizer("fast").encode("hello world")) == "hello world"
         with pytest.raises(ConfigurationError, match="unknown model 'gpt-4'"):
             p.count_tokens("x", "gpt-4")
+
+
+async def test_a_refused_tool_mode_falls_down_the_cascade(nojinja_server: RunningServer) -> None:
+    """Forced native tools on a --no-jinja server: 500 "tools param requires --jinja flag"."""
+    async with provider_for(nojinja_server, tool_mode="native") as provider:
+        response = await provider.create_chat_completion(AUTOGPT_LIKE, functions=FUNCTIONS,
+                                                         tool_choice="required", max_output_tokens=256)
+        assert response.tool_mode == "constrained" and response.message.tool_calls
+        assert provider.router.groups["smart"][0].learned_mode is not None  # remembered for next time
