@@ -16,6 +16,6 @@ fi
 "$VENV/bin/python" -m pip install --quiet -e '.[test]'
 
 # Build (or find) the test-bed server before pytest starts, so its progress is visible.
-"$VENV/bin/python" -m testbed.build_server >/dev/null
+"$VENV/bin/python" -c "import sys; from testbed.build_server import main; sys.exit(main())" >/dev/null
 
 exec "$VENV/bin/python" -m pytest "$@"
