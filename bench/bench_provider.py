@@ -16,7 +16,7 @@ Measured on real test-bed llama-servers (4 slots, 2 threads):
   raw client alike (the setup of the raw 1.9x in shared/NOTES.md). The test models would stop
   within ~10 tokens, so both sides send llama.cpp's ``ignore_eos``: every reply is exactly 64
   tokens, generation dominates and the server batches the slots. Distinct short prompts.
-  Median of 7 rounds, provider and raw alternating which goes first;
+  Median of 15 rounds, provider and raw alternating which goes first (fewer scatter by +-6 %);
 * event loop: the largest lag of a 5 ms ticker while the 8 concurrent provider requests run,
   and the same for the raw client as a baseline (OS scheduling on a busy 2-core box shows up
   in both; the provider's own blocking is the difference).
@@ -162,7 +162,7 @@ async def run(pool: ServerPool, models: dict[str, Any]) -> dict[str, Any]:
         model = (await provider.router.candidates("smart")[0].client.info()).model_id or "local"
         p_call, r_call = provider_call(provider), raw_call(raw, model)
         await asyncio.gather(*(c(chat(f"warm {i}"), 64) for c in (p_call, r_call) for i in range(4)))
-        for rnd in range(7):  # alternate order across rounds; median of 7 for each
+        for rnd in range(15):  # alternate order across rounds; median of 15 for each
             pair = [("p", p_call), ("r", r_call)]
             for label, call in (pair if rnd % 2 == 0 else pair[::-1]):
                 if label == "p":

@@ -24,12 +24,10 @@ from typing import Any
 from llamafile_provider.dialects import Dialect, ServerInfo
 from llamafile_provider.gbnf import schema_to_gbnf
 from llamafile_provider.messages import FunctionCall, FunctionSpec
+from llamafile_provider.parsing import loads_lenient, parse_tool_calls
 from llamafile_provider.tools import (
     ChoiceMode,
     ToolChoice,
-    compat_instructions,
-    loads_lenient,
-    parse_tool_calls,
     reply_schema,
     validate_call,
 )

@@ -166,7 +166,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
         total = Usage()
         tries = self.settings.fix_failed_parse_tries
         last_problem, last_exc, tool_trouble = "", None, False
-        for attempt in range(tries + 1):
+        for _ in range(tries + 1):
             conversation = list(messages)
             if mode is ToolMode.COMPAT and choice:
                 conversation.append(ChatMessage.system(compat_instructions(specs, choice)))

@@ -25,7 +25,7 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 from llamafile_provider.errors import CompletionError, ConfigurationError
 from llamafile_provider.messages import (ChatMessage, ChatResponse, FunctionCall, FunctionSpec, MessageLike, Role,
@@ -35,8 +35,8 @@ from llamafile_provider.tools import (ChoiceMode, ToolChoice, ToolChoiceLike, ne
                                       validate_call)
 
 T = TypeVar("T")
-Reply = Union[str, ToolCall, FunctionCall, Sequence[Union[ToolCall, FunctionCall]], Mapping[str, Any],
-              ChatMessage, BaseException]
+Reply = (str | ToolCall | FunctionCall | Sequence[ToolCall | FunctionCall] | Mapping[str, Any]
+         | ChatMessage | BaseException)
 _ALIASES = ("smart", "fast")
 
 

@@ -138,7 +138,7 @@ def build_vocab(spec: ModelSpec) -> tuple[list[str], list[float], list[int]]:
     for piece in pieces:
         tokens.append(piece)
         types.append(gguf.TokenType.NORMAL)
-    scores = [0.0 if t != gguf.TokenType.NORMAL else -100.0 + len(tok) for tok, t in zip(tokens, types)]
+    scores = [0.0 if t != gguf.TokenType.NORMAL else -100.0 + len(tok) for tok, t in zip(tokens, types, strict=True)]
     return tokens, scores, [int(t) for t in types]
 
 
@@ -149,7 +149,7 @@ def token_levels(tokens: list[str], types: list[int], rng: np.random.Generator) 
     end-of-turn token is favoured after level 1, so every reply ends within MAX_LEVEL tokens.
     """
     levels = rng.integers(1, MAX_LEVEL + 1, size=len(tokens))
-    for i, (tok, kind) in enumerate(zip(tokens, types)):
+    for i, (tok, kind) in enumerate(zip(tokens, types, strict=True)):
         if kind != gguf.TokenType.NORMAL or tok in STRUCTURAL:
             levels[i] = MAX_LEVEL
     return levels

@@ -55,7 +55,7 @@ def assert_well_formed(folded: list[dict[str, Any]], *, native: bool) -> None:
     assert all(m["role"] != "system" for m in folded[1:]), roles(folded)
     turns = folded[1:] if folded[0]["role"] == "system" else folded
     assert turns and turns[0]["role"] == "user", roles(folded)
-    for previous, current in zip(turns, turns[1:]):
+    for previous, current in zip(turns, turns[1:], strict=False):
         pair = (previous["role"], current["role"])
         if current["role"] == "tool":
             assert previous["role"] in ("assistant", "tool"), roles(folded)
@@ -258,7 +258,7 @@ def messages_strategy(text: st.SearchStrategy[str]) -> st.SearchStrategy[list[Ch
         st.builds(result, text, st.one_of(IDS, st.none())),
     ).map(lambda m: [m])
     exchange = st.builds(lambda content, calls, outputs: [A(content, calls)] + [
-        result(output, c.id) for c, output in zip(calls, outputs)],
+        result(output, c.id) for c, output in zip(calls, outputs, strict=False)],
         text, st.lists(TOOL_CALLS, min_size=1, max_size=3), st.lists(text, max_size=3))
     return st.lists(st.one_of(single, exchange), max_size=10).map(lambda blocks: sum(blocks, []))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import lru_cache, cache
 from typing import Any
 
 import pytest
@@ -109,7 +109,7 @@ def accepts(grammar: str, text: str) -> bool:
     """Whether ``root`` derives exactly ``text`` (set-of-end-positions matching, memoised)."""
     rules = _parsed(grammar)
 
-    @lru_cache(maxsize=None)
+    @cache
     def rule(name: str, pos: int) -> frozenset[int]:
         return match(rules[name], pos)
 
