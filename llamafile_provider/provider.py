@@ -9,6 +9,7 @@ output, server-backed token counting and usage accounting.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from llamafile_provider.errors import (
     UnsupportedFeatureError,
 )
 from llamafile_provider.folding import fold_messages
+from llamafile_provider.parsing import loads_lenient
 from llamafile_provider.messages import ChatMessage, ChatResponse, FunctionSpec, MessageLike, Usage, as_messages
 from llamafile_provider.routing import (
     FunctionLike,
@@ -136,6 +138,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
         specs = as_function_specs(functions)
         choice = normalize_tool_choice(tool_choice, specs) if specs else None
         sampling = sampling_arguments(kwargs)
+        schema = schema_of(response_schema)  # a bad schema fails here, before any request
         dropped = sorted(set(kwargs) - PASSTHROUGH)
         if dropped:
             logger.debug("dropping arguments the local server cannot use: %s", ", ".join(dropped))
@@ -147,8 +150,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
             while True:
                 try:
                     return await self._converse(server, info, mode, messages, specs, choice, completion_parser,
-                                                max_output_tokens, prefill_response, schema_of(response_schema),
-                                                sampling)
+                                                max_output_tokens, prefill_response, schema, sampling)
                 except (UnsupportedFeatureError, RequestRejectedError) as exc:
                     lower = mode.fallback() if mode else None
                     if lower is None or not _mode_refused(exc):
@@ -190,7 +192,8 @@ class LlamafileProvider(OpenAICompatibleProvider):
             native = [c.model_dump() for c in (choice0.message.tool_calls or [])]
             reply = cascade.read_reply(mode, choice0.message.content, native, specs, choice)
             content = prefill + reply.content if prefill and not reply.calls else reply.content
-            raw = prefill + (choice0.message.content or "")
+            # What the model said, as it said it (native calls included), for the feedback turn.
+            raw = prefill + (choice0.message.content or "") + "".join("\n" + _call_text(c) for c in native)
             if reply.problems:
                 last_problem, tool_trouble = "; ".join(reply.problems), True
                 extra += [ChatMessage.assistant(raw or "(no reply)"),
@@ -331,6 +334,14 @@ class LlamafileProvider(OpenAICompatibleProvider):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _call_text(call: dict[str, Any]) -> str:
+    """A native call as the JSON object the model meant (arguments parsed where they parse)."""
+    function = call.get("function") or {}
+    arguments, error = loads_lenient(function.get("arguments") or "{}")
+    return json.dumps({"name": function.get("name"), "arguments": function.get("arguments") if error else arguments},
+                      ensure_ascii=False)
 
 
 def _mode_refused(exc: ServerError) -> bool:
