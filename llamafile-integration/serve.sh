@@ -40,10 +40,12 @@ fetch() {  # fetch URL -> prints the local path; resumes partial downloads, neve
 
 PIDS=()
 stop_all() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
-trap stop_all EXIT INT TERM
+trap stop_all EXIT
+trap 'stop_all; exit 130' INT TERM
 
 serve() {  # serve FILE PORT NAME
-    local file=$1 port=$2 name=$3 log="$MODELS_DIR/$name-$port.log"
+    local file=$1 port=$2 name=$3
+    local log="$MODELS_DIR/$name-$port.log"
     local args=(--server --nobrowser --host 127.0.0.1 --port "$port")
     [ -n "${LLAMAFILE_API_KEY:-}" ] && args+=(--api-key "$LLAMAFILE_API_KEY")
     # shellcheck disable=SC2206  # word splitting of extra args is intended
