@@ -132,8 +132,3 @@ def _constrained(content: str) -> Reply:
     if isinstance(body, dict) and isinstance(body.get("content"), str):
         return Reply(body["content"])
     return Reply(content, problems=["the reply matched neither a tool call nor a text answer"])
-
-
-def structured_request(info: ServerInfo, schema: Mapping[str, Any] | None) -> dict[str, Any]:
-    """SDK keyword arguments for a structured (JSON schema) reply without tools."""
-    return constrain(info, schema) if schema is not None else {}

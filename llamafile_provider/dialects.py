@@ -81,25 +81,23 @@ def normalize_base_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
-def detect(base_url: str, props: httpx.Response) -> Dialect:
-    """Tell the dialect from the answer to ``GET /props``."""
+def detect(base_url: str, props: httpx.Response) -> tuple[Dialect, dict[str, Any]]:
+    """Tell the dialect from the answer to ``GET /props``; also its body (empty for llamafiler)."""
     server_header = props.headers.get("server", "")
     if props.status_code == 404 and server_header.startswith("llamafile/"):
-        return Dialect.LLAMAFILER
+        return Dialect.LLAMAFILER, {}
     if props.status_code != 200:
         raise error_from_response(props, base_url, Dialect.LLAMA_SERVER)
     body = _json_object(props, base_url)
-    return Dialect.LLAMA_SERVER if "chat_template" in body else Dialect.CLASSIC
+    return (Dialect.LLAMA_SERVER if "chat_template" in body else Dialect.CLASSIC), body
 
 
-def info_from_props(base_url: str, dialect: Dialect, props: httpx.Response,
+def info_from_props(base_url: str, dialect: Dialect, body: dict[str, Any], server_header: str | None,
                     models: httpx.Response | None, add_bos: bool | None, add_eos: bool | None) -> ServerInfo:
     """Assemble ``ServerInfo`` from the probe's answers (``/props``, ``/v1/models``, ``/tokenize``)."""
     model_id = _model_id(models)
-    server_header = props.headers.get("server")
     if dialect is Dialect.LLAMAFILER:
         return ServerInfo(base_url, dialect, model_id=model_id, server_header=server_header)
-    body = _json_object(props, base_url)
     settings = body.get("default_generation_settings") or {}
     context_size = settings.get("n_ctx")
     slots = body.get("total_slots")

@@ -31,8 +31,15 @@ from llamafile_provider.errors import (
     UnsupportedFeatureError,
 )
 from llamafile_provider.folding import fold_messages
+from llamafile_provider.messages import (
+    ChatMessage,
+    ChatResponse,
+    FunctionSpec,
+    MessageLike,
+    Usage,
+    as_messages,
+)
 from llamafile_provider.parsing import loads_lenient
-from llamafile_provider.messages import ChatMessage, ChatResponse, FunctionSpec, MessageLike, Usage, as_messages
 from llamafile_provider.routing import (
     FunctionLike,
     ModelInfo,
@@ -42,6 +49,7 @@ from llamafile_provider.routing import (
     as_function_specs,
     schema_of,
 )
+from llamafile_provider.server import START_HINT
 from llamafile_provider.settings import LlamafileSettings, load_settings
 from llamafile_provider.tokenizer import Tokenizer
 from llamafile_provider.tools import (
@@ -76,9 +84,8 @@ def sampling_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
 class OpenAICompatibleProvider:
     """Chat completions on any OpenAI-compatible server, with typed errors and usage totals."""
 
-    def __init__(self, *, timeout: float = 600.0, max_retries: int = 3) -> None:
+    def __init__(self, *, timeout: float = 600.0) -> None:
         self.timeout = timeout
-        self.max_retries = max_retries
         self.usage = Usage()
         self.usage_by_model: dict[str, Usage] = {}
 
@@ -92,8 +99,8 @@ class OpenAICompatibleProvider:
             raise ServerTimeoutError(f"{server.url} did not answer within {self.timeout:.0f}s; raise "
                                      "LLAMAFILE_TIMEOUT or shorten the prompt.", url=server.url) from exc
         except openai.APIConnectionError as exc:
-            raise ServerUnreachableError(f"nothing answers at {server.url}: {exc.__cause__ or exc}. "
-                                         "Start it with ./llamafile-integration/serve.sh.", url=server.url) from exc
+            raise ServerUnreachableError(f"nothing answers at {server.url}: {exc.__cause__ or exc}. {START_HINT}",
+                                         url=server.url) from exc
         return completion
 
     def _count(self, server: Server, reported: Any, requests: int = 1) -> Usage:
@@ -111,7 +118,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
 
     def __init__(self, settings: LlamafileSettings | None = None, **overrides: Any) -> None:
         self.settings = settings or load_settings(**overrides)
-        super().__init__(timeout=self.settings.timeout, max_retries=self.settings.max_retries)
+        super().__init__(timeout=self.settings.timeout)
         self.router = Router(self.settings)
 
     # ------------------------------------------------------------------ chat
@@ -176,16 +183,9 @@ class LlamafileProvider(OpenAICompatibleProvider):
             if prefill:
                 conversation.append(ChatMessage.assistant(prefill))
             shape = (cascade.tool_request(info, mode, specs, choice) if mode and choice
-                     else cascade.structured_request(info, schema.json_schema if schema else None))
-            request: dict[str, Any] = {
-                "model": info.model_id or "local",
-                "messages": fold_messages(conversation, info.caps, native_tools=mode is ToolMode.NATIVE),
-                **sampling, **shape,
-            }
-            if "extra_body" in sampling and "extra_body" in shape:
-                request["extra_body"] = {**sampling["extra_body"], **shape["extra_body"]}
-            if max_output_tokens is not None:
-                request["max_tokens"] = max_output_tokens
+                     else cascade.constrain(info, schema.json_schema) if schema else {})
+            request = chat_request(info, conversation, native_tools=mode is ToolMode.NATIVE,
+                                   max_output_tokens=max_output_tokens, parts=(sampling, shape))
             completion = await self._send(server, info.dialect, request)
             total.add(self._count(server, completion.usage))
             choice0 = completion.choices[0]
@@ -228,15 +228,10 @@ class LlamafileProvider(OpenAICompatibleProvider):
         messages = as_messages(model_prompt)
         server = await self._first_ready(model_name)
         info = await server.client.info()
-        request: dict[str, Any] = {
-            "model": info.model_id or "local", "stream": True,
-            "messages": fold_messages(messages, info.caps, native_tools=False),
-            **sampling_arguments(kwargs),
-        }
-        if max_output_tokens is not None:
-            request["max_tokens"] = max_output_tokens
-        if info.dialect is not Dialect.CLASSIC:  # classic sends no usage (nor [DONE]) in streams
-            request["stream_options"] = {"include_usage": True}
+        # Classic llamafile sends no usage (nor [DONE]) in streams, so it is not asked for there.
+        usage = {} if info.dialect is Dialect.CLASSIC else {"stream_options": {"include_usage": True}}
+        request = chat_request(info, messages, native_tools=False, max_output_tokens=max_output_tokens,
+                               parts=(sampling_arguments(kwargs), {"stream": True}, usage))
         stream = await self._send(server, info.dialect, request)
         reported = None
         async for chunk in stream:
@@ -271,8 +266,9 @@ class LlamafileProvider(OpenAICompatibleProvider):
     # ------------------------------------------------------------------ routing
     async def _failover(self, model_name: str, call: Callable[[Server], Any]) -> Any:
         errors: list[ServerError] = []
-        for server in self.router.candidates(model_name):
-            if errors and server.alias == "fast" and self.router.candidates(model_name)[0].alias == "smart":
+        candidates = self.router.candidates(model_name)
+        for server in candidates:
+            if errors and server.alias == "fast" and candidates[0].alias == "smart":
                 logger.warning("every smart server failed; falling back to the fast model at %s", server.url)
             try:
                 result = await call(server)
@@ -334,6 +330,23 @@ class LlamafileProvider(OpenAICompatibleProvider):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def chat_request(info: ServerInfo, messages: Sequence[ChatMessage], *, native_tools: bool,
+                 max_output_tokens: int | None, parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """SDK arguments for one chat request: folded messages plus each part's arguments, with
+    every part's ``extra_body`` (llama.cpp sampling options, a grammar) merged into one."""
+    request: dict[str, Any] = {"model": info.model_id or "local",
+                               "messages": fold_messages(messages, info.caps, native_tools=native_tools)}
+    extra_body: dict[str, Any] = {}
+    for part in parts:
+        extra_body.update(part.get("extra_body", {}))
+        request.update({key: value for key, value in part.items() if key != "extra_body"})
+    if extra_body:
+        request["extra_body"] = extra_body
+    if max_output_tokens is not None:
+        request["max_tokens"] = max_output_tokens
+    return request
 
 
 def _call_text(call: dict[str, Any]) -> str:

@@ -55,7 +55,8 @@ class Server:
 
     def sync_tokenizer(self) -> Tokenizer:
         if self._sync is None:
-            client = ServerClient(self.url, api_key=self.settings.api_key_value(), timeout=self.settings.timeout)
+            client = ServerClient(self.url, api_key=self.settings.api_key_value(), timeout=self.settings.timeout,
+                                  info=self.client.cached_info)
             self._sync = Tokenizer(client, cache_size=self.settings.tokenizer_cache_size)
         return self._sync
 
@@ -108,9 +109,10 @@ class Router:
         return servers
 
     def _group_of(self, model_name: str) -> str:
-        name = model_name.strip().lower().removeprefix("llamafile-").removeprefix("llamafile/")
-        if name in GROUPS:
-            return name
+        group = alias_of(model_name)
+        if group is not None:
+            return group
+        name = model_name.strip().lower()
         for alias, servers in self.groups.items():
             for server in servers:
                 info = server.client.cached_info
@@ -145,6 +147,12 @@ class Router:
     async def aclose(self) -> None:
         for server in self._servers.values():
             await server.aclose()
+
+
+def alias_of(model_name: str) -> str | None:
+    """"smart" / "fast" for the names users write for them ("Smart", "llamafile-fast"), else None."""
+    name = model_name.strip().lower().removeprefix("llamafile-").removeprefix("llamafile/")
+    return name if name in GROUPS else None
 
 
 def _stem(model_id: str) -> str:

@@ -58,12 +58,13 @@ class _Operations:
     def probe(self) -> Operation[ServerInfo]:
         """Detect the dialect and read model, context size, slots and template."""
         props = yield self.request("GET", "/props")
-        dialect = dialects.detect(self.base_url, props)
+        dialect, body = dialects.detect(self.base_url, props)
         models = yield self.request("GET", "/v1/models")
         add_bos = add_eos = None
         if dialect is Dialect.LLAMA_SERVER:
-            add_bos, add_eos = yield from self._special_flags(props.json())
-        info = dialects.info_from_props(self.base_url, dialect, props, models, add_bos, add_eos)
+            add_bos, add_eos = yield from self._special_flags(body)
+        info = dialects.info_from_props(self.base_url, dialect, body, props.headers.get("server"),
+                                        models, add_bos, add_eos)
         self.info_cache = info
         return info
 
@@ -125,8 +126,10 @@ class ServerClient:
     """Blocking client for one server (used by the sync tokenizer AutoGPT expects)."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60.0,
-                 http_client: httpx.Client | None = None) -> None:
+                 http_client: httpx.Client | None = None, info: ServerInfo | None = None) -> None:
+        """``info``: facts another client already probed at this URL, so they are not asked again."""
         self._ops = _Operations(base_url, api_key)
+        self._ops.info_cache = info
         self._http = http_client or httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0))
         self.base_url = self._ops.base_url
 

@@ -30,14 +30,13 @@ from typing import Any, TypeVar
 from llamafile_provider.errors import CompletionError, ConfigurationError
 from llamafile_provider.messages import (ChatMessage, ChatResponse, FunctionCall, FunctionSpec, MessageLike, Role,
                                          ToolCall, Usage, as_messages)
-from llamafile_provider.routing import FunctionLike, ModelInfo, as_function_specs, schema_of
+from llamafile_provider.routing import GROUPS, FunctionLike, ModelInfo, alias_of, as_function_specs, schema_of
 from llamafile_provider.tools import (ChoiceMode, ToolChoice, ToolChoiceLike, new_call_id, normalize_tool_choice,
                                       validate_call)
 
 T = TypeVar("T")
 Reply = (str | ToolCall | FunctionCall | Sequence[ToolCall | FunctionCall] | Mapping[str, Any]
          | ChatMessage | BaseException)
-_ALIASES = ("smart", "fast")
 
 
 @dataclass
@@ -136,9 +135,9 @@ class ScriptedProvider:
 
     def _alias(self, model_name: str) -> str:
         """Accept what the real router accepts for smart/fast, plus the names listed by get_available_models."""
-        name = re.sub(r"^(llamafile[-/]|scripted-)", "", model_name.strip().lower())
-        if name in _ALIASES:
-            return name
+        alias = alias_of(re.sub(r"^scripted-", "", model_name.strip().lower()))
+        if alias is not None:
+            return alias
         raise ConfigurationError(f"unknown model {model_name!r}; use one of: fast, smart")
 
     def _count(self, alias: str, prompt: int, completion: int) -> Usage:
@@ -232,7 +231,7 @@ class ScriptedProvider:
     async def get_available_models(self) -> list[ModelInfo]:
         return [ModelInfo(name=f"scripted-{alias}", alias=alias, url=f"scripted://{alias}", dialect="scripted",
                           context_size=self.token_limit, slots=1, tool_mode="native", has_function_call_api=True)
-                for alias in _ALIASES]
+                for alias in GROUPS]
 
     get_available_chat_models = get_available_models
 
