@@ -10,13 +10,13 @@ it only *finds* calls; ``tools.validate_call`` then judges them.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llamafile_provider.lenient_json import Node, loads_lenient, scan
 from llamafile_provider.messages import FunctionCall, FunctionSpec
 
 
@@ -29,99 +29,55 @@ class ParsedToolCalls:
     problems: list[str] = field(default_factory=list)
 
 
-_OPENER = re.compile(r"[\[{]")
-_CLOSERS = {"{": "}", "[": "]"}
-_STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'', re.S)
-_CALLISH = re.compile(r"""["']?\b(?:name|tool_calls|function|arguments)\b["']?\s*:""")
 _FENCE_SPENT = re.compile(r"```[\w+-]*[ \t]*\n?[\s,]*(?:\x00[\s,]*)+(?:```|$)")
 _TAG_SPENT = re.compile(r"<(tool_call|function_call)>[\s,]*(?:\x00[\s,]*)+(?:</\1>)?")
 _MARKERS = re.compile(r"</?(?:tool_call|function_call)>|\[TOOL_CALLS\]|<\|python_tag\|>")
 _ARG_KEYS = ("arguments", "parameters", "args", "input", "tool_input")
 _NAME_KEYS = ("name", "function", "tool", "tool_name")
+_MAX_LIST_NESTING = 8  # [[call]] is still a call; deeper lists are data
 _Found = tuple[list[FunctionCall], list[str], list[str]]  # calls, contents, problems
 
 
 def parse_tool_calls(text: str, functions: Sequence[FunctionSpec] = ()) -> ParsedToolCalls:
     """Find the tool calls in a free-form reply (compat mode), tolerating what small models write.
 
-    Every ``{``/``[`` starts a candidate; a balanced one (quotes respected, so fences, tags and
-    prose around it do not matter) is read leniently and consumed if call-shaped. JSON that is
-    not a call stays in the prose. Calls are returned in reading order.
+    One linear pass (``lenient_json.scan``) reads every bracket pair; outermost first, a pair
+    that is a value is consumed if call-shaped (JSON that is not a call stays in the prose), and
+    the pairs inside one that is not a value are tried in turn. Calls come in reading order.
+    JSON that cannot be read is a problem only when no call was found at all, so that prose such
+    as ``Sure [I'll add them]:`` before a good call does not send the reply back.
     """
-    text, known, found = text.replace("\x00", ""), {f.name for f in functions}, ParsedToolCalls()
+    text, known = text.replace("\x00", ""), {f.name for f in functions}
+    calls: list[FunctionCall] = []
     contents: list[str] = []
+    problems: list[str] = []   # about call-shaped values: always reported
+    unreadable: list[str] = []  # about text that did not read as JSON: reported if nothing else
     spans: list[tuple[int, int]] = []
-    pos, unfinished_reported = 0, False
-    while (match := _OPENER.search(text, pos)) is not None:
-        start, pos = match.start(), match.start() + 1
-        end = _balanced_end(text, start)
-        value, error = loads_lenient(text[start:end]) if end else (None, "it is unfinished or unbalanced")
-        if error is not None:
-            if _CALLISH.search(text, start, end or len(text)) and not (end is None and unfinished_reported):
-                found.problems.append(f"could not read {_clip(text[start:end])} as JSON: {error}")
-                unfinished_reported = unfinished_reported or end is None
+    pending: list[tuple[Node, bool]] = [(node, False) for node in reversed(scan(text))]
+    while pending:
+        node, reported = pending.pop()
+        if node.error is not None:  # not a value: try the pairs inside it
+            if node.callish and not reported:
+                unreadable.append(f"could not read {_clip(text[node.start:node.start + 240])} as JSON: "
+                                  f"{node.error}")
+                reported = True
+            pending += [(child, reported) for child in reversed(node.children)]
             continue
-        assert end is not None
-        pos = end  # valid JSON: a call, or data that stays in the prose
-        if (parts := _interpret(value, known)) is not None:
-            found.calls.extend(parts[0])
-            contents.extend(parts[1])
-            found.problems.extend(parts[2])
-            spans.append((start, end))
-    return ParsedToolCalls(calls=found.calls, content=_prose(text, spans, contents), problems=found.problems)
+        if (parts := _interpret(node.value, known)) is not None:
+            calls += parts[0]
+            contents += parts[1]
+            problems += parts[2]
+            spans.append((node.start, node.end))
+    return ParsedToolCalls(calls=calls, content=_prose(text, spans, contents),
+                           problems=problems + ([] if calls else unreadable))
 
 
-def _balanced_end(text: str, start: int) -> int | None:
-    """Index just past the bracket closing ``text[start]``; None if it never closes properly."""
-    stack, quote, i = [_CLOSERS[text[start]]], "", start + 1
-    while i < len(text) and stack:
-        char = text[i]
-        if quote:
-            i += char == "\\"
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char in _CLOSERS:
-            stack.append(_CLOSERS[char])
-        elif char in "}]" and stack.pop() != char:
-            return None
-        i += 1
-    return None if stack else i
-
-
-def _outside_strings(text: str, fix: Callable[[str], str]) -> str:
-    """Apply ``fix`` only to the code between quoted strings, so string contents stay intact."""
-    out, last = [], 0
-    for match in _STRING.finditer(text):
-        out += [fix(text[last:match.start()]), match.group()]
-        last = match.end()
-    return "".join([*out, fix(text[last:])])
-
-
-def loads_lenient(text: str) -> tuple[Any, str | None]:
-    """(value, None) for JSON, JSON with trailing commas or bare keys, or a Python literal; else (None, why)."""
-    try:
-        return json.loads(text, strict=False), None
-    except (ValueError, RecursionError) as exc:
-        first_error = str(exc)
-    repaired = _outside_strings(text.strip(), lambda code: re.sub(  # bare keys, then trailing commas
-        r"([{,]\s*)([A-Za-z_]\w*)(\s*:)", r'\1"\2"\3', re.sub(r",(\s*[}\]])", r"\1", code)))
-    try:
-        return json.loads(repaired, strict=False), None
-    except (ValueError, RecursionError):
-        pass
-    python = _outside_strings(repaired, lambda code: re.sub(
-        r"\b(true|false|null)\b", lambda m: {"true": "True", "false": "False"}.get(m[1], "None"), code))
-    try:  # the round trip turns tuples into lists and refuses sets, bytes and the like
-        return json.loads(json.dumps(ast.literal_eval(python))), None
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None, first_error
-
-
-def _interpret(value: Any, known: set[str]) -> _Found | None:
+def _interpret(value: Any, known: set[str], lists: int = 0) -> _Found | None:
     """(calls, contents, problems) if ``value`` is call-shaped in any supported variant, else None."""
     if isinstance(value, list):
-        parts = [_interpret(item, known) for item in value]
+        if lists >= _MAX_LIST_NESTING:
+            return None
+        parts = [_interpret(item, known, lists + 1) for item in value]
         kept = [p for p in parts if p is not None]
         skipped = [f"ignored a list item that is not a tool call: {_clip(json.dumps(v))}"
                    for v, p in zip(value, parts, strict=True) if p is None]
@@ -131,12 +87,12 @@ def _interpret(value: Any, known: set[str]) -> _Found | None:
         return None
     content = [value["content"]] if isinstance(value.get("content"), str) and value["content"].strip() else []
     if "tool_calls" in value:
-        inner = _interpret(value["tool_calls"], known) if value["tool_calls"] else ([], [], [])
+        inner = _interpret(value["tool_calls"], known, lists) if value["tool_calls"] else ([], [], [])
         return (inner[0], content + inner[1], inner[2]) if inner else ([], content,
                                                                         ["tool_calls holds no call"])
     for wrapper in ("function_call", "function", "tool_call"):
         if isinstance(value.get(wrapper), dict):
-            return _interpret(value[wrapper], known)
+            return _interpret(value[wrapper], known, lists)
     if set(value) == {"content"}:
         return [], content, []
     name = next((value[k] for k in _NAME_KEYS if isinstance(value.get(k), str)), None)
