@@ -30,7 +30,7 @@ from pathlib import Path
 SKIPPED = {"en-core-web-sm", "chromadb", "litellm", "agbenchmark", "autogpt-forge", "python"}
 # Python that runs AutoGPT classic (3.10-3.12); AUTOGPT_PYTHON overrides.
 DEFAULT_PYTHONS = ("/root/.pyenv/versions/3.11.7/bin/python", "python3.11", "python3.12", "python3.10")
-LOCKED_NAMES = ("openai", "httpx", "pydantic", "pydantic-core", "jinja2", "jsonschema", "pydantic-settings")
+LOCKED_NAMES = ("openai", "httpx", "pydantic", "pydantic-core", "jinja2", "jsonschema")
 
 
 class AutoGPTEnvError(RuntimeError):
