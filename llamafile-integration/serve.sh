@@ -88,8 +88,16 @@ launch() {  # launch ROLE PORT: start ROLE's server in the background and record
         "(log: $LF_RUN_DIR/$role.log)"
 }
 
+moved_port() {  # moved_port ROLE: the port ROLE's log says it listens on, when not the one asked for
+    local found port_re='listening (at|on) https?://[^ ]*:([0-9]+)'
+    found=$(grep -Eo "$port_re" "$LF_RUN_DIR/$1.log" 2>/dev/null | tail -n 1 || true)
+    if [[ $found =~ $port_re ]] && [ "${BASH_REMATCH[2]}" != "$PORT" ]; then
+        printf '%s\n' "${BASH_REMATCH[2]}"
+    fi
+}
+
 wait_ready() {  # wait_ready ROLE: until its server answers /health, or it dies, or time runs out
-    local role=$1 deadline code listening port_re='listening (at|on) https?://[^ ]*:([0-9]+)'
+    local role=$1 deadline code moved
     deadline=$(($(date +%s) + ${LLAMAFILE_STARTUP_TIMEOUT:-600}))
     owned "$role" || { echo "$role: its server exited at once; its log ends with:" >&2; log_tail "$role"; return 1; }
     while :; do
@@ -98,8 +106,14 @@ wait_ready() {  # wait_ready ROLE: until its server answers /health, or it dies,
             log_tail "$role"
             return 1
         fi
+        # Classic llamafile moves to port+1 when its port is taken: what answers on PORT is not ours.
+        moved=$(moved_port "$role")
+        if [ -n "$moved" ]; then
+            echo "$role: the server went to port $moved, not $PORT (another program took $PORT); stopping it" >&2
+            return 1
+        fi
         code=$(http_code "$PORT" /health)
-        if [ "$code" = 200 ] && kill -0 "$PID" 2>/dev/null; then break; fi
+        if [ "$code" = 200 ] && kill -0 "$PID" 2>/dev/null && [ -z "$(moved_port "$role")" ]; then break; fi
         if [ "$(date +%s)" -ge "$deadline" ]; then
             echo "$role: not ready after ${LLAMAFILE_STARTUP_TIMEOUT:-600}s (last /health: $code); log:" >&2
             log_tail "$role"
@@ -107,12 +121,6 @@ wait_ready() {  # wait_ready ROLE: until its server answers /health, or it dies,
         fi
         sleep 1
     done
-    # Classic llamafile moves to port+1 when the port is taken: make sure it is ours that answered.
-    listening=$(grep -Eo "$port_re" "$LF_RUN_DIR/$role.log" | tail -n 1 || true)
-    if [[ $listening =~ $port_re ]] && [ "${BASH_REMATCH[2]}" != "$PORT" ]; then
-        echo "$role: the server listens on port ${BASH_REMATCH[2]}, not $PORT (the port was taken)" >&2
-        return 1
-    fi
     echo "$role ready: http://$(connect_host):$PORT"
 }
 
@@ -199,6 +207,7 @@ start() {  # start MODE (run|start)
     echo "Servers are up. Point AutoGPT at them with .env (see .env.llamafile.example). Ctrl-C stops them."
     while owned smart || owned fast; do sleep 1; done
     echo "the servers have exited" >&2
+    exit 1
 }
 
 lf_init

@@ -82,11 +82,13 @@ VERSIONS = {"classic": "llamafile v0.9.3", "v10": "llamafile v0.10.0"}
 
 
 def stand_in(path: Path, binary: Path, *, dialect: str = "classic", model: Path | None = None,
-             args_log: Path | None = None, die: bool = False, shebang: str = "#!/bin/sh") -> Path:
+             args_log: Path | None = None, die: bool = False, move_port: bool = False,
+             shebang: str = "#!/bin/sh") -> Path:
     """Write a stand-in llamafile of ``dialect`` ("classic": 0.8-0.9, "v10": 0.10+).
 
     ``model=None`` makes a bare runtime that expects ``-m WEIGHTS``; ``die`` one that fails while
-    loading; ``shebang`` an interpreter line (a missing interpreter imitates the binfmt problem:
+    loading; ``move_port`` one that does what llamafile 0.8-0.9 do when their port is taken (listen
+    on port+1 and log it); ``shebang`` an interpreter line (a missing interpreter imitates the binfmt problem:
     only ``sh FILE`` runs it)."""
     refuse = "--nobrowser" if dialect == "v10" else "--no-such-flag"
     weights = f"-m {shlex.quote(str(model))}" if model else ""
@@ -97,9 +99,11 @@ def stand_in(path: Path, binary: Path, *, dialect: str = "classic", model: Path 
 # stand-in for a {VERSIONS[dialect]} llamafile (tests/scripts/script_support.py)
 for a do case $a in --version) echo "{VERSIONS[dialect]}"; exit 0 ;; esac; done
 {log}
-server=no
+server=no port=none
 for a do
     shift
+    if [ "$port" = next ]; then a=$((a + {1 if move_port else 0})); port=$a; fi
+    [ "$a" = --port ] && port=next
     case $a in
         --server) server=yes ;;
         --nobrowser|--v2) [ "$a" = {refuse} ] && {{ echo "error: unknown argument: $a" >&2; exit 1; }} ;;
@@ -107,6 +111,7 @@ for a do
     esac
 done
 [ $server = yes ] || {{ echo "stand-in: without --server a llamafile starts its chat UI" >&2; exit 1; }}
+echo "llama server listening at http://127.0.0.1:$port"
 {ending}
 """)
     path.chmod(0o755)

@@ -120,6 +120,21 @@ def test_a_server_that_dies_while_loading_is_reported_with_its_log(
     assert "exited" in result.stderr and "corrupted stand-in weights" in result.stderr
 
 
+def test_a_server_that_moves_to_port_plus_one_is_not_reported_up(
+        tmp_path: Path, run_dir: Path, llama_server_binary: Path, models: dict[str, Path]) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    stand_in(source / "mover.llamafile", llama_server_binary, model=models["chatml"], move_port=True)
+    port = free_port()
+    with file_server(source) as files:
+        env = script_env(tmp_path, LLAMAFILE_SMART_MODEL_URL=f"{files.url}/mover.llamafile",
+                         LLAMAFILE_FAST_MODEL_URL="same", LLAMAFILE_SMART_PORT=str(port))
+        result = run_script(SERVE, "start", env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert f"went to port {port + 1}, not {port}" in result.stderr and "Servers are up" not in result.stdout
+    assert not answers(port + 1) and not list(run_dir.glob("*.pid"))  # and it was stopped
+
+
 def test_refuses_a_public_address_without_a_key(tmp_path: Path, run_dir: Path) -> None:
     env = script_env(tmp_path, LLAMAFILE_HOST="0.0.0.0", LLAMAFILE_SMART_PORT=str(free_port()),
                      LLAMAFILE_FAST_PORT=str(free_port()))
