@@ -26,7 +26,12 @@ INSIDE = Path(__file__).with_name("inside_autogpt.py")
 NOT_RUN = ("AutoGPT tests NOT RUN: set AUTOGPT_SOURCE to AutoGPT classic's tarball "
            "(../shared/autogpt/autogpt-classic-c6703dd8.tar.gz) or a checkout of its classic/ directory")
 # The variables a test controls; the rest of the caller's environment passes through.
-CONTROLLED = ("SMART_LLM", "FAST_LLM", "OPENAI_FUNCTIONS", "OPENAI_API_KEY", "LLAMAFILE_AUTOGPT")
+CONTROLLED = ("SMART_LLM", "FAST_LLM", "OPENAI_FUNCTIONS", "OPENAI_API_KEY", "LLAMAFILE_AUTOGPT", "DISABLED_COMMANDS")
+# AutoGPT commands that would reach beyond this machine (web search, page reads, git clone, image
+# APIs) or run code; an agent on a random-weight model picks commands at random, so they are off.
+DISABLED_COMMANDS = ",".join((
+    "web_search", "google", "read_webpage", "clone_repository", "generate_image", "ask_user",
+    "execute_python_code", "execute_python_file", "execute_shell", "execute_shell_popen"))
 
 
 @dataclass
@@ -41,7 +46,7 @@ class InstalledAutoGPT:
     def environ(self, **values: str) -> dict[str, str]:
         environ = {k: v for k, v in os.environ.items()
                    if not k.startswith("LLAMAFILE_") and k not in CONTROLLED}
-        environ.update(TELEMETRY_OPT_IN="false", PYTHONUNBUFFERED="1", **values)
+        environ.update(TELEMETRY_OPT_IN="false", PYTHONUNBUFFERED="1", DISABLED_COMMANDS=DISABLED_COMMANDS, **values)
         return environ
 
     def check(self, name: str, cwd: Path, timeout: float = 240, **values: str) -> dict[str, Any]:
