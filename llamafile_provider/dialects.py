@@ -54,6 +54,10 @@ class ServerInfo:
     build_info: str | None = None
     server_header: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # Classic only, learned by one probe (``chat_formats``): the built-in layout the server
+    # applies ("" when no known layout matched) and whether its prompts start with BOS.
+    chat_format: str | None = None
+    add_bos: bool | None = None
 
     @property
     def caps(self) -> TemplateCaps:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from testbed.build_classic import ensure_classic_server
 from testbed.build_server import cache_root, ensure_server
 from testbed.models import ensure_models, generator_digest
 
@@ -21,4 +22,7 @@ def ensure_testbed() -> tuple[Path, dict[str, Path]]:
     return ensure_server(), ensure_models(models_dir())
 
 
-__all__ = ["cache_root", "ensure_models", "ensure_server", "ensure_testbed", "generator_digest", "models_dir"]
+__all__ = [
+    "cache_root", "ensure_classic_server", "ensure_models", "ensure_server", "ensure_testbed",
+    "generator_digest", "models_dir",
+]

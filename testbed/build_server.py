@@ -95,30 +95,36 @@ def verify_sdist(sdist: Path, expected: str = SDIST_SHA256) -> None:
         )
 
 
-def fetch_sdist(dest: Path) -> Path:
-    """Download the pinned sdist with pip (the registry client the machine is set up for)."""
-    cached = cache_root() / "sdist" / SDIST_FILE
+def fetch_sdist(dest: Path, version: str = SDIST_VERSION, sha256: str = SDIST_SHA256,
+                size: str = "~77 MB") -> Path:
+    """Download a pinned sdist with pip (the registry client the machine is set up for).
+
+    ``version``/``sha256`` default to the llama-server pin; the classic server's builder
+    passes its own (``testbed.build_classic``).
+    """
+    file_name = f"llama_cpp_python-{version}.tar.gz"
+    cached = cache_root() / "sdist" / file_name
     if cached.exists():
-        verify_sdist(cached)
+        verify_sdist(cached, sha256)
         return cached
     cmd = [
         sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-        "--no-binary", ":all:", f"{SDIST_NAME}=={SDIST_VERSION}", "-d", str(dest),
+        "--no-binary", ":all:", f"{SDIST_NAME}=={version}", "-d", str(dest),
     ]
-    log(f"downloading {SDIST_NAME}=={SDIST_VERSION} sdist (~77 MB)")
+    log(f"downloading {SDIST_NAME}=={version} sdist ({size})")
     result = subprocess.run(cmd, capture_output=True, text=True)
-    sdist = dest / SDIST_FILE
+    sdist = dest / file_name
     if result.returncode != 0 or not sdist.exists():
-        raise BuildError(f"pip could not download {SDIST_NAME}=={SDIST_VERSION}:\n{result.stderr[-2000:]}")
-    verify_sdist(sdist)
+        raise BuildError(f"pip could not download {SDIST_NAME}=={version}:\n{result.stderr[-2000:]}")
+    verify_sdist(sdist, sha256)
     cached.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(sdist, cached)
     return cached
 
 
-def extract_llama_cpp(sdist: Path, dest: Path) -> Path:
+def extract_llama_cpp(sdist: Path, dest: Path, version: str = SDIST_VERSION) -> Path:
     """Unpack only ``vendor/llama.cpp`` from the sdist."""
-    prefix = f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp/"
+    prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
     with tarfile.open(sdist) as tar:
         members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
         if not members:
@@ -162,17 +168,24 @@ def ensure_server() -> Path:
         source = extract_llama_cpp(sdist, scratch_dir / "src")
         binary = build(source, scratch_dir / "build")
         run([str(binary), "--version"])
-        staged = scratch_dir / "staged"
-        staged.mkdir()
-        shutil.copy2(binary, staged / "llama-server")
-        # A directory rename is atomic: readers see no entry or a complete one.
-        try:
-            staged.rename(target.parent)
-        except OSError:
-            if not target.exists():
-                raise
+        install(binary, target, scratch_dir)
     log(f"built {target}")
     return target
+
+
+def install(binary: Path, target: Path, scratch_dir: Path) -> None:
+    """Put ``binary`` at ``target`` through a staged directory inside ``scratch_dir``.
+
+    A directory rename is atomic: readers see no entry or a complete one.
+    """
+    staged = scratch_dir / "staged"
+    staged.mkdir()
+    shutil.copy2(binary, staged / target.name)
+    try:
+        staged.rename(target.parent)
+    except OSError:
+        if not target.exists():
+            raise
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Start and stop real ``llama-server`` processes for tests and benchmarks.
+"""Start and stop real ``llama-server`` (and classic b2282 ``server``) processes for tests and benchmarks.
 
 Every process started here is stopped: on ``stop()``, when the ``with`` block ends (also on
 exceptions and Ctrl-C), at interpreter exit, and — through ``PR_SET_PDEATHSIG`` on Linux —
@@ -40,6 +40,8 @@ class ServerConfig:
     slots: int = 4
     threads: int = 2
     extra_args: tuple[str, ...] = ()
+    # The classic b2282 server (``testbed.build_classic``): its own flags, no Jinja.
+    classic: bool = False
 
 
 @dataclass
@@ -55,6 +57,10 @@ class RunningServer:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def name(self) -> str:
+        return "classic server (b2282)" if self.config.classic else "llama-server"
 
     def log_tail(self, lines: int = 40) -> str:
         with contextlib.suppress(OSError):
@@ -77,11 +83,16 @@ def command_line(binary: Path, config: ServerConfig, port: int) -> list[str]:
     cmd = [
         str(binary), "-m", str(config.model), "--host", "127.0.0.1", "--port", str(port),
         "-c", str(config.ctx_size), "-np", str(config.slots), "-t", str(config.threads),
-        "-tb", str(config.threads), "--no-warmup",
+        "-tb", str(config.threads),
     ]
     if config.api_key is not None:
         cmd += ["--api-key", config.api_key]
-    cmd.append("--jinja" if config.jinja else "--no-jinja")
+    if config.classic:
+        # b2282 knows neither --no-warmup nor --jinja (it has no Jinja). llamafile 0.8-0.9
+        # batch continuously by default; b2282 does so only with -cb.
+        cmd.append("-cb")
+    else:
+        cmd += ["--no-warmup", "--jinja" if config.jinja else "--no-jinja"]
     return [*cmd, *config.extra_args]
 
 
@@ -90,7 +101,7 @@ def spawn(binary: Path, config: ServerConfig, port: int | None = None,
     """Start a server without waiting for it (tests of the loading phase use this)."""
     port = port or free_port()
     log_dir = log_dir or Path(tempfile.gettempdir())
-    log_path = log_dir / f"llama-server-{port}.log"
+    log_path = log_dir / f"{binary.name}-{port}.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
         command_line(binary, config, port), stdout=log, stderr=subprocess.STDOUT,
@@ -108,14 +119,14 @@ def wait_ready(server: RunningServer, timeout: float = 60.0) -> None:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
                 raise ServerStartError(
-                    f"llama-server exited with {server.process.returncode}:\n{server.log_tail()}"
+                    f"{server.name} exited with {server.process.returncode}:\n{server.log_tail()}"
                 )
             with contextlib.suppress(httpx.TransportError):
                 if client.get(server.base_url + "/health").status_code == 200:
                     return
             time.sleep(0.05)
     server.stop()
-    raise ServerStartError(f"llama-server not ready after {timeout:.0f}s:\n{server.log_tail()}")
+    raise ServerStartError(f"{server.name} not ready after {timeout:.0f}s:\n{server.log_tail()}")
 
 
 def start(binary: Path, config: ServerConfig, log_dir: Path | None = None,

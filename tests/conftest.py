@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from testbed import ensure_testbed
+from testbed import ensure_classic_server, ensure_testbed
 from testbed.build_server import BuildError
 from testbed.server import RunningServer, ServerConfig, ServerPool
 
@@ -90,3 +91,72 @@ def nojinja_server(server_pool: ServerPool, models: dict[str, Path]) -> RunningS
 def any_server(request: pytest.FixtureRequest) -> RunningServer:
     """Each test-bed template in turn."""
     return request.getfixturevalue(f"{request.param}_server")
+
+
+# --- the classic-dialect server (llama.cpp b2282 = llamafile 0.8-0.9's server) -------------
+# It loads the tiny test-bed models (llama arch with output.weight), not SmolLM2 or Gemma 3.
+# Which built-in layout it applies: mistral -> llama2 ([INST]); chatml, hermes -> chatml;
+# llama3 -> chatml too (b2282 has no Llama 3 layout and falls back).
+
+@pytest.fixture(scope="session")
+def classic_binary() -> Path:
+    try:
+        return ensure_classic_server()
+    except BuildError as exc:
+        pytest.fail(f"the classic b2282 server is unavailable: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def classic_pool(classic_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    pool = ServerPool(classic_binary, log_dir=tmp_path_factory.mktemp("classic-logs"))
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def _classic(pool: ServerPool, model: Path, **options: Any) -> RunningServer:
+    try:
+        return pool.get(ServerConfig(model=model, classic=True, **options))
+    except Exception as exc:  # noqa: BLE001 - turned into a loud test failure
+        pytest.fail(f"could not start the classic b2282 server: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def classic_server(classic_pool: ServerPool, models: dict[str, Path]) -> RunningServer:
+    """Classic server on the tiny Mistral-template model (its [INST] layout)."""
+    return _classic(classic_pool, models["mistral"])
+
+
+@pytest.fixture(scope="session")
+def classic_keyed_server(classic_pool: ServerPool, models: dict[str, Path]) -> RunningServer:
+    """Classic server behind ``--api-key TEST_API_KEY`` (Mistral-template model)."""
+    return _classic(classic_pool, models["mistral"], api_key=TEST_API_KEY)
+
+
+@pytest.fixture(scope="session")
+def classic_chatml_server(classic_pool: ServerPool, models: dict[str, Path]) -> RunningServer:
+    return _classic(classic_pool, models["chatml"])
+
+
+@pytest.fixture(scope="session")
+def classic_llama3_server(classic_pool: ServerPool, models: dict[str, Path]) -> RunningServer:
+    return _classic(classic_pool, models["llama3"])
+
+
+@pytest.fixture(scope="session")
+def classic_hermes_server(classic_pool: ServerPool, models: dict[str, Path]) -> RunningServer:
+    return _classic(classic_pool, models["hermes"])
+
+
+@pytest.fixture(scope="session")
+def classic_noslots_server(classic_pool: ServerPool, models: dict[str, Path]) -> RunningServer:
+    """Mistral model with ``--slots-endpoint-disable``: the format probe must count instead."""
+    return _classic(classic_pool, models["mistral"], extra_args=("--slots-endpoint-disable",))
+
+
+@pytest.fixture(params=["mistral", "chatml", "llama3", "hermes"])
+def any_classic_server(request: pytest.FixtureRequest) -> RunningServer:
+    """Each tiny test-bed model the classic server can run, in turn."""
+    name = "classic_server" if request.param == "mistral" else f"classic_{request.param}_server"
+    return request.getfixturevalue(name)
