@@ -16,11 +16,14 @@ Run it by hand: ``python -m testbed.autogpt_env`` prints the env's python.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,14 @@ SKIPPED = {"en-core-web-sm", "chromadb", "litellm", "agbenchmark", "autogpt-forg
 # Python that runs AutoGPT classic (3.10-3.12); AUTOGPT_PYTHON overrides.
 DEFAULT_PYTHONS = ("/root/.pyenv/versions/3.11.7/bin/python", "python3.11", "python3.12", "python3.10")
 LOCKED_NAMES = ("openai", "httpx", "pydantic", "pydantic-core", "jinja2", "jsonschema")
+# AutoGPT commands that would reach beyond this machine (web search, page reads, git clone, image
+# APIs) or run code; an agent on a random-weight model picks commands at random, so they are off.
+DISABLED_COMMANDS = ",".join((
+    "web_search", "google", "read_webpage", "clone_repository", "generate_image", "ask_user",
+    "execute_python_code", "execute_python_file", "execute_shell", "execute_shell_popen"))
+# Variables a run sets itself; the rest of the caller's environment passes through.
+CONTROLLED = ("SMART_LLM", "FAST_LLM", "OPENAI_FUNCTIONS", "OPENAI_API_KEY", "LLAMAFILE_AUTOGPT", "DISABLED_COMMANDS")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class AutoGPTEnvError(RuntimeError):
@@ -66,8 +77,81 @@ class AutoGPTEnv:
         script = ("import importlib.metadata as m, json; print(json.dumps({d.metadata['Name'].lower()"
                   ".replace('_', '-'): d.version for d in m.distributions()}))")
         out = subprocess.run([str(self.python), "-c", script], capture_output=True, text=True, check=True)
-        import json
         return dict(json.loads(out.stdout))
+
+    def environ(self, **values: str) -> dict[str, str]:
+        """The caller's environment without LLAMAFILE_* / model settings, plus ``values``."""
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("LLAMAFILE_") and k not in CONTROLLED}
+        environ.update(TELEMETRY_OPT_IN="false", PYTHONUNBUFFERED="1", DISABLED_COMMANDS=DISABLED_COMMANDS, **values)
+        return environ
+
+    def run(self, app: Path, dotenv: str, task: str, cycles: int, timeout: float, *,
+            debug: bool = True, **values: str) -> AutoGPTRun:
+        """``autogpt run --continuous`` in ``app``, a private copy of original_autogpt/ whose
+        ``.env`` is ``dotenv`` (AutoGPT reads ``.env`` from its own directory; ``python -m autogpt``
+        run from inside the copy imports the copy, so the cached install is never written to)."""
+        shutil.copytree(self.original_autogpt, app, ignore=shutil.ignore_patterns("data", "logs", "__pycache__", ".env"))
+        (app / ".env").write_text(dotenv)
+        command = [str(self.python), "-m", "autogpt", "run", "--continuous", "--continuous-limit", str(cycles),
+                   "--skip-news", "--skip-reprompt", *(["--debug"] if debug else [])]
+        started = time.monotonic()
+        try:
+            done = subprocess.run(command, cwd=app, env=self.environ(**values), input=f"{task}\ny\nn\n",
+                                  capture_output=True, text=True, timeout=timeout, check=False)
+            output, timed_out = done.stdout + done.stderr, False
+        except subprocess.TimeoutExpired as exc:
+            output = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+                             for part in (exc.stdout, exc.stderr))
+            timed_out = True
+        return AutoGPTRun(ANSI.sub("", output), time.monotonic() - started, timed_out)
+
+
+@dataclass(frozen=True)
+class AutoGPTRun:
+    """What one ``autogpt run`` printed, how long it took, and whether the time bound stopped it."""
+
+    output: str
+    seconds: float
+    timed_out: bool
+
+    @property
+    def actions(self) -> list[str]:
+        """The command of each completed cycle (AutoGPT prints one NEXT ACTION per cycle)."""
+        return re.findall(r"NEXT ACTION: COMMAND = (\S+)", self.output)
+
+    @property
+    def parse_failures(self) -> int:
+        return self.output.count("could not be parsed") + self.output.count("Parsing attempt #")
+
+
+def build_wheel(root: Path, out: Path) -> Path:
+    """The wheel of the checkout at ``root`` (the way users get the package, .pth included)."""
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(root)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    wheels = sorted(out.glob("llamafile_provider-*.whl"))
+    if done.returncode or not wheels:
+        raise AutoGPTEnvError(f"building the wheel failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return wheels[-1]
+
+
+def install_wheel(env: AutoGPTEnv, wheel: Path, report_dir: Path) -> dict[str, tuple[str, str]]:
+    """A dry run (what a plain ``pip install <wheel>`` would change among AutoGPT's locked core
+    packages: name -> (installed, would install)), then that install, then the wheel's files over
+    an older install of the same version."""
+    report_path = report_dir / "dry-run.json"
+    dry = env.pip("install", "--dry-run", "--quiet", "--report", str(report_path), str(wheel))
+    if dry.returncode:
+        raise AutoGPTEnvError(f"pip install --dry-run of the wheel failed in the AutoGPT venv:\n{dry.stderr[-2000:]}")
+    installed = env.installed()
+    would = {item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
+             for item in json.loads(report_path.read_text())["install"]}
+    changes = {name: (installed.get(name, "-"), would[name]) for name in LOCKED_NAMES
+               if name in would and would[name] != installed.get(name)}
+    for args in (("install", "--quiet", str(wheel)), ("install", "--quiet", "--no-deps", "--force-reinstall", str(wheel))):
+        done = env.pip(*args)
+        if done.returncode:
+            raise AutoGPTEnvError(f"pip {' '.join(args[:-1])} <wheel> failed in the AutoGPT venv:\n{done.stderr[-2000:]}")
+    return changes
 
 
 def cache_root() -> Path:

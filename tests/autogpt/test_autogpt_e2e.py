@@ -9,16 +9,13 @@ autogpt`` from inside it imports the copy) — the cached install is never writt
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from autogpt_support import DISABLED_COMMANDS, InstalledAutoGPT, installed_autogpt
+from autogpt_support import InstalledAutoGPT, installed_autogpt
 from tests.conftest import TEST_API_KEY
+from testbed.autogpt_env import DISABLED_COMMANDS
 from testbed.server import RunningServer, ServerConfig, ServerPool
 
 pytestmark = [pytest.mark.autogpt, pytest.mark.server]
@@ -26,7 +23,6 @@ pytestmark = [pytest.mark.autogpt, pytest.mark.server]
 CYCLES = 3
 RUN_TIMEOUT = 420  # seconds; a cycle takes ~5 s on the test bed, AutoGPT's own provider never ends one
 TASK = "Write the word hello into a file named hello.txt, then finish."
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +37,6 @@ def _server(pool: ServerPool, model: Path, alias: str) -> RunningServer:
         pytest.fail(f"could not start a test-bed server for AutoGPT: {exc}", pytrace=False)
 
 
-def run_autogpt(autogpt: InstalledAutoGPT, app: Path, dotenv: str, cycles: int, timeout: float) -> str:
-    """``autogpt run --continuous`` in a private copy of original_autogpt/; its whole output."""
-    shutil.copytree(autogpt.env.original_autogpt, app,
-                    ignore=shutil.ignore_patterns("data", "logs", "__pycache__", ".env"))
-    (app / ".env").write_text(dotenv)
-    command = [str(autogpt.env.python), "-m", "autogpt", "run", "--continuous", "--continuous-limit", str(cycles),
-               "--skip-news", "--skip-reprompt", "--debug"]
-    try:
-        done = subprocess.run(command, cwd=app, env=autogpt.environ(), input=f"{TASK}\ny\nn\n",
-                              capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        pytest.fail(f"autogpt run did not end within {timeout:.0f}s; output tail:\n{output[-3000:]}", pytrace=False)
-    return ANSI.sub("", done.stdout + done.stderr)
-
-
 def test_autogpt_runs_its_cycles_on_the_test_bed(autogpt: InstalledAutoGPT, server_pool: ServerPool,
                                                  models: dict[str, Path], tmp_path: Path) -> None:
     smart = _server(server_pool, models["mistral"], "mistral-7b-instruct-v0.2")
@@ -66,15 +46,14 @@ def test_autogpt_runs_its_cycles_on_the_test_bed(autogpt: InstalledAutoGPT, serv
               f"LLAMAFILE_API_KEY={TEST_API_KEY}\n")
     logs = autogpt.env.classic / "forge" / "logs"  # AutoGPT logs next to forge's source
     sizes = {p: p.stat().st_size for p in logs.glob("*.log")} if logs.is_dir() else {}
-    started = time.monotonic()
-    output = run_autogpt(autogpt, tmp_path / "original_autogpt", dotenv, CYCLES, RUN_TIMEOUT)
-    elapsed = time.monotonic() - started
-    actions = re.findall(r"NEXT ACTION: COMMAND = (\S+)", output)
+    run = autogpt.env.run(tmp_path / "original_autogpt", dotenv, TASK, CYCLES, RUN_TIMEOUT)
+    output, actions = run.output, run.actions
+    assert not run.timed_out, f"autogpt run did not end within {RUN_TIMEOUT}s; output tail:\n{output[-3000:]}"
     finished = "finish" in actions
     assert len(actions) == CYCLES or (finished and actions[-1] == "finish"), \
         f"{len(actions)} of {CYCLES} cycles completed ({actions}); output tail:\n{output[-3000:]}"
     assert not set(actions) & set(DISABLED_COMMANDS.split(",")), actions  # only offered commands are chosen
-    assert "could not be parsed" not in output, output[-3000:]
+    assert run.parse_failures == 0, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert "You don't have access to" not in output  # AutoGPT's gpt-3.5 fallback never fired
     appended = "".join(p.read_text(errors="replace")[sizes.get(p, 0):] for p in logs.glob("*.log"))
@@ -84,14 +63,16 @@ def test_autogpt_runs_its_cycles_on_the_test_bed(autogpt: InstalledAutoGPT, serv
             assert TEST_API_KEY not in log.read_text(errors="replace"), log
     # both models were used, each at its own server
     assert f"{smart.base_url}/v1/chat/completions" in output and f"{fast.base_url}/" in output
-    print(f"{len(actions)} cycles in {elapsed:.1f}s: {actions}")
+    print(f"{len(actions)} cycles in {run.seconds:.1f}s: {actions}")
 
 
 def test_autogpt_stops_with_one_message_when_the_smart_server_is_down(autogpt: InstalledAutoGPT,
                                                                       tmp_path: Path) -> None:
     dotenv = ("SMART_LLM=mistral-7b-instruct-v0.2\nFAST_LLM=mistral-7b-instruct-v0.2\n"
               "LLAMAFILE_SMART_LLM_URL=http://127.0.0.1:9\nLLAMAFILE_MAX_RETRIES=0\n")
-    output = run_autogpt(autogpt, tmp_path / "original_autogpt", dotenv, 1, 120)
+    run = autogpt.env.run(tmp_path / "original_autogpt", dotenv, TASK, 1, 120)
+    output = run.output
+    assert not run.timed_out, output[-3000:]
     assert "llamafile-provider: AutoGPT cannot use its llamafile models" in output, output[-3000:]
     assert "http://127.0.0.1:9" in output and "Traceback" not in output
     assert "NEXT ACTION" not in output and "You don't have access to" not in output
