@@ -191,13 +191,15 @@ class ServerDoctor:
                      "token counts will be off: please report it with this server's model and template")
 
     async def folding(self, provider: LlamafileProvider, info: ServerInfo) -> None:
-        turns = fold_messages(STRICT_PROBE, info.caps, native_tools=False)
-        template = "template from /props" if info.template else "template not exposed, folded for the strictest"
+        if info.template:
+            turns = len(fold_messages(STRICT_PROBE, info.caps, native_tools=False))
+            how = f"folded into {turns} turn(s) for the template from /props"
+        else:
+            how = f"folded; {info.dialect.value} does not expose its template"
         _, seconds = await self.timed("role folding", lambda: provider.create_chat_completion(
             STRICT_PROBE, max_output_tokens=8, temperature=0),
             "the chat template refused even the folded conversation: please report it with the model")
-        self.add("role folding", Status.OK, f"{len(STRICT_PROBE)} messages -> {len(turns)} turns accepted "
-                 f"({template})", seconds=seconds)
+        self.add("role folding", Status.OK, f"{len(STRICT_PROBE)} messages accepted ({how})", seconds=seconds)
 
     async def tool_call(self, provider: LlamafileProvider, info: ServerInfo) -> None:
         reply, seconds = await self.timed("tool call", lambda: provider.create_chat_completion(

@@ -51,7 +51,7 @@ async def test_a_strict_template_gets_a_conversation_only_folding_makes_valid(mi
     checks = by_check(rows, mistral_server.base_url)
     assert {row.server for row in rows} == {"smart+fast"}  # one URL for both is checked once
     assert checks["role folding"].status is Status.OK, checks["role folding"]
-    assert "4 messages -> 1 turns accepted" in checks["role folding"].detail
+    assert "4 messages accepted (folded into 1 turn(s)" in checks["role folding"].detail
 
 
 def test_a_dead_server_fails_with_its_fix_and_a_non_zero_exit(chatml_server: RunningServer) -> None:

@@ -83,18 +83,19 @@ VERSIONS = {"classic": "llamafile v0.9.3", "v10": "llamafile v0.10.0"}
 
 def stand_in(path: Path, binary: Path, *, dialect: str = "classic", model: Path | None = None,
              args_log: Path | None = None, die: bool = False, move_port: bool = False,
-             shebang: str = "#!/bin/sh") -> Path:
+             shebang: str = "#!/bin/sh", server_flags: str = "-c 4096 -np 1 -t 1 --no-warmup") -> Path:
     """Write a stand-in llamafile of ``dialect`` ("classic": 0.8-0.9, "v10": 0.10+).
 
     ``model=None`` makes a bare runtime that expects ``-m WEIGHTS``; ``die`` one that fails while
     loading; ``move_port`` one that does what llamafile 0.8-0.9 do when their port is taken (listen
-    on port+1 and log it); ``shebang`` an interpreter line (a missing interpreter imitates the binfmt problem:
+    on port+1 and log it); ``server_flags`` what the wrapped server gets besides the script's
+    arguments (the classic b2282 server knows no ``--no-warmup``); ``shebang`` an interpreter line (a missing interpreter imitates the binfmt problem:
     only ``sh FILE`` runs it)."""
     refuse = "--nobrowser" if dialect == "v10" else "--no-such-flag"
     weights = f"-m {shlex.quote(str(model))}" if model else ""
     log = f'printf "%s\\n" "$@" > {shlex.quote(str(args_log))}' if args_log else ":"
     ending = ('echo "llama_model_load: error loading model: corrupted stand-in weights" >&2; exit 1' if die
-              else f'exec {shlex.quote(str(binary))} {weights} -c 4096 -np 1 -t 1 --no-warmup "$@"')
+              else f'exec {shlex.quote(str(binary))} {weights} {server_flags} "$@"')
     path.write_text(f"""{shebang}
 # stand-in for a {VERSIONS[dialect]} llamafile (tests/scripts/script_support.py)
 for a do case $a in --version) echo "{VERSIONS[dialect]}"; exit 0 ;; esac; done
