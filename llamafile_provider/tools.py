@@ -117,6 +117,47 @@ def reply_schema(functions: Sequence[FunctionSpec], choice: ToolChoiceLike = "re
     return {"$defs": defs, **schema} if defs else schema
 
 
+TOOL_CALL_KEY = "tool_call"  # where a combined reply (response_schema + functions) holds its call
+
+
+def combined_schema(response_schema: Mapping[str, Any], functions: Sequence[FunctionSpec],
+                    choice: ToolChoiceLike = "auto") -> dict[str, Any]:
+    """ONE reply object holding both a ``response_schema``'s fields and a tool call.
+
+    AutoGPT's one-shot strategy needs both in one turn (its JSON thoughts plus a tool). Two
+    constraints cannot be sent (llama-server lets ``response_format`` win over ``tools`` and
+    drops the call), and a weak model gets one object right more often than two outputs, so
+    the schema's own properties come first, then ``"tool_call": {"name", "arguments"}`` with one
+    alternative per offered function (``null`` allowed unless a call is required). Raises
+    ``ConfigurationError`` for a schema that has no object properties to put the call next to.
+    """
+    normalized, chosen = _chosen(functions, choice)
+    properties = response_schema.get("properties")
+    if response_schema.get("type") != "object" or not isinstance(properties, Mapping):
+        raise ConfigurationError("with functions, response_schema must describe a JSON object with "
+                                 "\"properties\" (the tool call goes next to them); wrap other shapes "
+                                 "in an object property.")
+    if TOOL_CALL_KEY in properties:
+        raise ConfigurationError(f"response_schema has a {TOOL_CALL_KEY!r} property, which is where the "
+                                 "tool call goes when functions are given too; rename it.")
+    if not chosen:
+        raise ConfigurationError("combined_schema needs at least one function that may be called.")
+    calls = reply_schema(chosen, "required")
+    defs = dict(response_schema.get("$defs") or {})
+    if clash := sorted(set(defs) & set(calls.get("$defs") or {})):
+        raise ConfigurationError(f"response_schema's $defs {', '.join(clash)} have the names of functions; "
+                                 "rename them.")
+    call: dict[str, Any] = calls["properties"]["tool_calls"]["items"]
+    if not normalized.must_call:
+        call = {"anyOf": [*call["anyOf"], {"type": "null"}]}
+    combined = {key: value for key, value in copy.deepcopy(dict(response_schema)).items()
+                if key not in ("$defs", "$schema", "$id")}
+    combined["properties"] = {**combined["properties"], TOOL_CALL_KEY: call}
+    combined["required"] = [*(combined.get("required") or []), TOOL_CALL_KEY]
+    defs.update(calls.get("$defs") or {})
+    return {"$defs": copy.deepcopy(defs), **combined} if defs else combined
+
+
 def _arguments_schema(spec: FunctionSpec, defs: dict[str, Any]) -> dict[str, Any]:
     """A stricter deep copy of the parameters: always an object, objects with ``properties`` closed.
 
@@ -182,6 +223,21 @@ def compat_instructions(functions: Sequence[FunctionSpec], choice: ToolChoiceLik
     return "\n".join(lines)
 
 
+def combined_instructions(response_schema: Mapping[str, Any], functions: Sequence[FunctionSpec],
+                          choice: ToolChoiceLike = "auto") -> str:
+    """Prompt text for a combined reply on a server that cannot constrain it (compat mode)."""
+    normalized, chosen = _chosen(functions, choice)
+    lines = ["You can call these functions:", ""]
+    for spec in chosen:
+        lines += [f"- {spec.name}: {spec.description or '(no description)'}",
+                  f"  parameters (JSON schema): {json.dumps(spec.parameters, ensure_ascii=False)}"]
+    schema = json.dumps(combined_schema(response_schema, functions, choice), ensure_ascii=False)
+    lines += ["", "Reply with only one JSON object, in a ```json fence, valid for this JSON schema:", schema,
+              f'Its "{TOOL_CALL_KEY}" is the call: {{"name": "<function>", "arguments": {{...}}}}'
+              + ("." if normalized.must_call else ", or null if no function is needed.")]
+    return "\n".join(lines)
+
+
 def _example_arguments(schema: Mapping[str, Any]) -> dict[str, Any]:
     props = {k: v if isinstance(v, dict) else {} for k, v in (schema.get("properties") or {}).items()}
     samples = {"integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}
@@ -198,6 +254,17 @@ def _validator(schema_json: str) -> Draft202012Validator:
     except SchemaError as exc:
         raise ConfigurationError(f"a function's parameters are not a valid JSON schema: {exc.message}") from exc
     return Draft202012Validator(schema)
+
+
+def check_schema(schema: Mapping[str, Any], what: str) -> None:
+    """Refuse a JSON schema that is not one (``{"type": 5}``) before any request is sent,
+    instead of failing later on the server or in ``validate_call``."""
+    try:
+        Draft202012Validator.check_schema(dict(schema))
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "(top level)"
+        raise ConfigurationError(f"{what} is not a valid JSON schema: at {where}: {_clip(exc.message, 200)}. "
+                                 "Fix the schema (see https://json-schema.org).") from None
 
 
 def validate_call(call: FunctionCall, functions: Sequence[FunctionSpec]) -> list[str]:
@@ -234,16 +301,22 @@ def to_tool_calls(calls: Iterable[FunctionCall]) -> list[ToolCall]:
     return [ToolCall(id=new_call_id(), function=call) for call in calls]
 
 
-def feedback_message(problems: Sequence[str], functions: Sequence[FunctionSpec], *, limit: int = 5) -> str:
-    """The correction sent back to the model: short, bounded so gibberish cannot flood the context."""
+def feedback_message(problems: Sequence[str], functions: Sequence[FunctionSpec], *, limit: int = 5,
+                     combined: bool = False) -> str:
+    """The correction sent back to the model: short, bounded so gibberish cannot flood the context.
+
+    ``combined``: the reply asked for is ``combined_schema``'s object, not a bare call."""
     shown = [f"- {_clip(p, 240)}" for p in problems[:limit]] or ["- no tool call was found"]
     shown += [f"- ... and {len(problems) - limit} more"] if len(problems) > limit else []
     names = " | ".join(f.name for f in functions) or "(none)"
+    call = '{"name": "<' + names + '>", "arguments": {...}}'
+    wanted = (f'holding the fields asked for and "{TOOL_CALL_KEY}": {call},' if combined
+              else '{"tool_calls": [' + call + "]}")
     return ("Your last reply did not contain a valid tool call:\n" + "\n".join(shown) + "\n"
-            'Reply again with only a JSON object {"tool_calls": [{"name": "<' + names + '>", '
-            '"arguments": {...}}]} whose arguments match that function\'s parameters.')
+            f"Reply again with only a JSON object {wanted} whose arguments match that function's parameters.")
 
 
-__all__ = ["CONTENT_SCHEMA", "ChoiceMode", "DEFAULT_MAX_PARALLEL_CALLS", "ToolChoice",
-           "ToolChoiceLike", "compat_instructions", "feedback_message", "new_call_id",
+__all__ = ["CONTENT_SCHEMA", "ChoiceMode", "DEFAULT_MAX_PARALLEL_CALLS", "TOOL_CALL_KEY", "ToolChoice",
+           "ToolChoiceLike", "check_schema", "combined_instructions", "combined_schema", "compat_instructions",
+           "feedback_message", "new_call_id",
            "normalize_tool_choice", "reply_schema", "to_tool_calls", "validate_call"]
