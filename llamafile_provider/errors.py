@@ -16,7 +16,8 @@
     └── CompletionError               the model's output cannot be used
         └── InvalidToolCallError      tool calls stayed invalid after every retry
 
-Every message says what to do next. API keys never appear in a message.
+Every message says what to do next. API keys and URL credentials never appear in a message
+(``llamafile_provider.redact``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ class ConfigurationError(LlamafileError, ValueError):
 
 
 class ServerError(LlamafileError):
-    """A problem with a llamafile / llama.cpp server at ``url`` (None: found before sending)."""
+    """A problem with a llamafile / llama.cpp server at ``url`` (credentials never in it).
+
+    ``status_code`` is None when the problem was found before sending. ``partial_text`` is
+    what a stream had already yielded when it broke (empty otherwise).
+    """
 
     def __init__(self, message: str, *, url: str | None = None, status_code: int | None = None,
                  server_message: str | None = None) -> None:
@@ -39,6 +44,7 @@ class ServerError(LlamafileError):
         self.url = url
         self.status_code = status_code
         self.server_message = server_message
+        self.partial_text = ""
 
 
 class ServerUnreachableError(ServerError):

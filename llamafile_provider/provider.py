@@ -1,8 +1,8 @@
 """The chat providers: an OpenAI-compatible base and ``LlamafileProvider`` on top of it.
 
-``OpenAICompatibleProvider`` sends chat requests with the openai SDK (its retries: exponential
-backoff with jitter on connection errors, 5xx and 503) and maps failures into the package's
-errors. ``LlamafileProvider`` adds what local servers need: smart/fast routing with failover,
+``OpenAICompatibleProvider`` sends chat requests with the openai SDK, riding on the edge's
+one HTTP client per server (the edge's ``RetryPolicy``: jittered backoff on refused
+connections, 503 and 5xx; short connect timeout) and typed errors. ``LlamafileProvider`` adds what local servers need: smart/fast routing with failover,
 role folding for the model's template on every request, the tool-call cascade, structured
 output, server-backed token counting and usage accounting.
 """
@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
+import httpx
 import openai
 
 from llamafile_provider import cascade
 from llamafile_provider.cascade import ToolMode
-from llamafile_provider.dialects import Dialect, ServerInfo, error_from_response
+from llamafile_provider.dialects import Dialect, ServerInfo
 from llamafile_provider.errors import (
     CompletionError,
     InvalidToolCallError,
@@ -40,6 +42,7 @@ from llamafile_provider.messages import (
     as_messages,
 )
 from llamafile_provider.parsing import loads_lenient
+from llamafile_provider.preflight import fit_context
 from llamafile_provider.routing import (
     FunctionLike,
     ModelInfo,
@@ -49,7 +52,6 @@ from llamafile_provider.routing import (
     as_function_specs,
     schema_of,
 )
-from llamafile_provider.server import START_HINT
 from llamafile_provider.settings import LlamafileSettings, load_settings
 from llamafile_provider.tokenizer import Tokenizer
 from llamafile_provider.tools import (
@@ -64,6 +66,9 @@ from llamafile_provider.tools import (
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# The alias ("smart" / "fast") the current failover call counts its usage under; set per call
+# (per asyncio task), because one server may serve both aliases.
+_CALL_ALIAS: ContextVar[str | None] = ContextVar("llamafile_call_alias", default=None)
 
 # Worth another server: the one we asked is down, loading, too slow, or broken.
 FAILOVER_ERRORS = (ServerUnreachableError, ServerLoadingError, ServerTimeoutError, ServerInternalError)
@@ -90,26 +95,17 @@ class OpenAICompatibleProvider:
         self.usage_by_model: dict[str, Usage] = {}
 
     async def _send(self, server: Server, dialect: Dialect, request: dict[str, Any]) -> Any:
-        """One chat request through the SDK; SDK retries happen inside, errors come out typed."""
-        try:
-            completion = await server.sdk.chat.completions.create(**request)
-        except openai.APIStatusError as exc:
-            raise error_from_response(exc.response, server.url, dialect) from None
-        except openai.APITimeoutError as exc:
-            raise ServerTimeoutError(f"{server.url} did not answer within {self.timeout:.0f}s; raise "
-                                     "LLAMAFILE_TIMEOUT or shorten the prompt.", url=server.url) from exc
-        except openai.APIConnectionError as exc:
-            raise ServerUnreachableError(f"nothing answers at {server.url}: {exc.__cause__ or exc}. {START_HINT}",
-                                         url=server.url) from exc
-        return completion
+        """One chat request: the server's one retry policy and error mapping live in the edge."""
+        return await server.chat(dialect, request)
 
-    def _count(self, server: Server, reported: Any, requests: int = 1) -> Usage:
-        """Add one call's usage to the instance totals (overall and per model alias)."""
+    def _count(self, server: Server, reported: Any, requests: int = 1, alias: str | None = None) -> Usage:
+        """Add one call's usage to the instance totals (overall and per model alias: the alias the
+        call was made for, which a URL shared by smart and fast cannot tell)."""
         usage = Usage(requests=requests)
         if reported is not None:
             usage.prompt_tokens, usage.completion_tokens = reported.prompt_tokens, reported.completion_tokens
         self.usage.add(usage)
-        self.usage_by_model.setdefault(server.alias, Usage()).add(usage)
+        self.usage_by_model.setdefault(alias or _CALL_ALIAS.get() or server.alias, Usage()).add(usage)
         return usage
 
 
@@ -184,8 +180,10 @@ class LlamafileProvider(OpenAICompatibleProvider):
                 conversation.append(ChatMessage.assistant(prefill))
             shape = (cascade.tool_request(info, mode, specs, choice) if mode and choice
                      else cascade.constrain(info, schema.json_schema) if schema else {})
-            request = chat_request(info, conversation, native_tools=mode is ToolMode.NATIVE,
-                                   max_output_tokens=max_output_tokens, parts=(sampling, shape))
+            request = await fit_context(
+                server, info, conversation, lambda turns: chat_request(
+                    info, turns, native_tools=mode is ToolMode.NATIVE, max_output_tokens=max_output_tokens,
+                    parts=(sampling, shape)), max_output_tokens, trim=self.settings.trim_history)
             completion = await self._send(server, info.dialect, request)
             total.add(self._count(server, completion.usage))
             choice0 = completion.choices[0]
@@ -224,22 +222,39 @@ class LlamafileProvider(OpenAICompatibleProvider):
     async def stream_chat_completion(self, model_prompt: Sequence[MessageLike] | MessageLike,
                                      model_name: str = "smart", max_output_tokens: int | None = None,
                                      **kwargs: Any) -> AsyncIterator[str]:
-        """Yield the reply's text as it is generated (no tools); usage is counted at the end."""
+        """Yield the reply's text as it is generated (no tools).
+
+        An error mid-stream is the package's error, with the text yielded so far in its
+        ``partial_text``; stopping early (``break``, ``aclose()``) closes the HTTP stream; the
+        request is counted in ``usage`` however it ends, with the tokens the server reported.
+        """
         messages = as_messages(model_prompt)
         server = await self._first_ready(model_name)
         info = await server.client.info()
         # Classic llamafile sends no usage (nor [DONE]) in streams, so it is not asked for there.
         usage = {} if info.dialect is Dialect.CLASSIC else {"stream_options": {"include_usage": True}}
-        request = chat_request(info, messages, native_tools=False, max_output_tokens=max_output_tokens,
-                               parts=(sampling_arguments(kwargs), {"stream": True}, usage))
+        request = await fit_context(
+            server, info, messages, lambda turns: chat_request(
+                info, turns, native_tools=False, max_output_tokens=max_output_tokens,
+                parts=(sampling_arguments(kwargs), {"stream": True}, usage)),
+            max_output_tokens, trim=self.settings.trim_history)
         stream = await self._send(server, info.dialect, request)
-        reported = None
-        async for chunk in stream:
-            reported = getattr(chunk, "usage", None) or reported
-            for part in chunk.choices:
-                if part.delta and part.delta.content:
-                    yield part.delta.content
-        self._count(server, reported)
+        reported, text = None, []
+        try:
+            async for chunk in stream:
+                reported = getattr(chunk, "usage", None) or reported
+                for part in chunk.choices:
+                    if part.delta and part.delta.content:
+                        text.append(part.delta.content)
+                        yield part.delta.content
+        except (openai.APIError, httpx.TransportError) as exc:
+            error = (server.endpoint.sdk_error(exc, info.dialect) if isinstance(exc, openai.APIError)
+                     else server.endpoint.transport_error(exc))
+            error.partial_text = "".join(text)
+            raise error from exc
+        finally:
+            await stream.close()
+            self._count(server, reported, alias=self.router.alias_for(server, model_name))
 
     async def create_embedding(self, texts: Sequence[str] | str, model_name: str = "fast") -> list[list[float]]:
         """Embeddings where the dialect has them (llama-server with --embeddings, llamafiler)."""
@@ -256,8 +271,8 @@ class LlamafileProvider(OpenAICompatibleProvider):
             for batch in batches:
                 try:
                     result = await server.sdk.embeddings.create(model=info.model_id or "local", input=batch)
-                except openai.APIStatusError as exc:
-                    raise error_from_response(exc.response, server.url, info.dialect) from None
+                except openai.APIError as exc:
+                    raise server.endpoint.sdk_error(exc, info.dialect) from None
                 vectors += [list(item.embedding) for item in result.data]
             return vectors
 
@@ -265,23 +280,43 @@ class LlamafileProvider(OpenAICompatibleProvider):
 
     # ------------------------------------------------------------------ routing
     async def _failover(self, model_name: str, call: Callable[[Server], Any]) -> Any:
+        """Each candidate in turn (a down one costs seconds: short connect timeout, no retried
+        timeouts). On first contact, when every candidate is down or loading, wait for the first
+        to come up, bounded by ``LLAMAFILE_STARTUP_TIMEOUT``."""
         errors: list[ServerError] = []
-        candidates = self.router.candidates(model_name)
+        candidates = await self.router.acandidates(model_name)
+        asked = self.router.alias_for(candidates[0], model_name)
         for server in candidates:
-            if errors and server.alias == "fast" and candidates[0].alias == "smart":
-                logger.warning("every smart server failed; falling back to the fast model at %s", server.url)
+            alias = self.router.alias_for(server, model_name)
+            if errors and alias != asked:
+                logger.warning("every %s server failed; falling back to the %s model at %s", asked, alias, server.url)
             try:
-                result = await call(server)
+                result = await self._call_as(alias, server, call)
             except FAILOVER_ERRORS as exc:
-                logger.warning("%s (%s) failed: %s", server.url, server.alias, exc)
+                logger.warning("%s (%s) failed: %s", server.url, alias, exc)
                 errors.append(exc)
                 continue
+            self.router.remember(server)
+            return result
+        starting = [s for s in candidates if s.client.cached_info is None]
+        if (self.settings.startup_timeout > 0 and len(starting) == len(candidates)
+                and all(isinstance(e, (ServerUnreachableError, ServerLoadingError)) for e in errors)):
+            server = await self.router.first_ready(starting, self.settings.startup_timeout)
+            result = await self._call_as(self.router.alias_for(server, model_name), server, call)
             self.router.remember(server)
             return result
         if len(errors) == 1:
             raise errors[0]
         raise type(errors[-1])(f"every server for {model_name!r} failed: " + " | ".join(map(str, errors)),
                                url=errors[-1].url)
+
+    @staticmethod
+    async def _call_as(alias: str, server: Server, call: Callable[[Server], Any]) -> Any:
+        token = _CALL_ALIAS.set(alias)
+        try:
+            return await call(server)
+        finally:
+            _CALL_ALIAS.reset(token)
 
     async def _first_ready(self, model_name: str) -> Server:
         async def ready(server: Server) -> Server:

@@ -1,27 +1,30 @@
 """Which server answers which model: smart / fast groups, failover order, per-server state.
 
-Each URL in ``LLAMAFILE_SMART_LLM_URL`` / ``LLAMAFILE_FAST_LLM_URL`` is one ``Server`` with its
-own connections (probe client, tokenizers, openai SDK client). A comma-separated list is a
-group of equivalent servers: the last one that answered is tried first, the others in order.
+Each URL in ``LLAMAFILE_SMART_LLM_URL`` / ``LLAMAFILE_FAST_LLM_URL`` is one ``Server`` with one
+connection set (an HTTP client shared by the edge and the openai SDK, a blocking client for the
+sync methods). A comma-separated list is a group of equivalent servers: the last one that
+answered is tried first, the others in order. Any model id a server serves works as a name.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import jsonschema
 import openai
 from pydantic import BaseModel, ValidationError
 
 from llamafile_provider.cascade import ToolMode, choose_tool_mode
-from llamafile_provider.dialects import ServerInfo
-from llamafile_provider.errors import ConfigurationError, LlamafileError
+from llamafile_provider.dialects import Dialect, ServerInfo
+from llamafile_provider.errors import AuthenticationError, ConfigurationError, LlamafileError
 from llamafile_provider.messages import FunctionSpec
-from llamafile_provider.server import AsyncServerClient, ServerClient
+from llamafile_provider.server import AsyncServerClient, Endpoint, RetryPolicy, ServerClient
 from llamafile_provider.settings import LlamafileSettings
 from llamafile_provider.tokenizer import AsyncTokenizer, Tokenizer
 
@@ -31,48 +34,71 @@ FunctionLike = FunctionSpec | Mapping[str, Any]
 GROUPS = ("smart", "fast")
 
 
-@dataclass
 class Server:
-    """One server URL and everything kept per server."""
+    """One server URL and everything kept per server: one ``Endpoint`` (URL, headers, probed
+    facts, retry policy), one ``httpx.AsyncClient`` shared by the edge and the openai SDK, and
+    one blocking client made on first use by the sync methods, with the same policy."""
 
-    url: str
-    alias: str
-    settings: LlamafileSettings
-    learned_mode: ToolMode | None = None
-    _sync: Tokenizer | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        key = self.settings.api_key_value()
-        self.client = AsyncServerClient(self.url, api_key=key, timeout=self.settings.timeout)
-        self.tokenizer = AsyncTokenizer(self.client, cache_size=self.settings.tokenizer_cache_size)
-        # The SDK's own retries: exponential backoff with jitter on connection errors and 5xx.
+    def __init__(self, url: str, settings: LlamafileSettings, aliases: Sequence[str] = ()) -> None:
+        self.settings = settings
+        self.aliases = list(aliases)
+        self.learned_mode: ToolMode | None = None
+        key = settings.api_key_value()
+        policy = RetryPolicy(retries=settings.max_retries, timeout=settings.timeout,
+                             connect_timeout=settings.connect_timeout)
+        self.endpoint = Endpoint(url, key, policy)
+        self.url = self.endpoint.base_url  # credentials never in it
+        self.http = httpx.AsyncClient(timeout=policy.httpx_timeout())
+        self.client = AsyncServerClient(endpoint=self.endpoint, http_client=self.http)
+        self.tokenizer = AsyncTokenizer(self.client, cache_size=settings.tokenizer_cache_size)
+        # The SDK rides on the same client; retries are the edge's (RetryPolicy), not the SDK's.
         self.sdk = openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=key or "sk-no-key-required",
-                                      timeout=self.settings.timeout, max_retries=self.settings.max_retries)
+                                      http_client=self.http, max_retries=0, timeout=policy.httpx_timeout(),
+                                      default_headers=self.endpoint.headers)
+        self._sync: Tokenizer | None = None
+
+    def __repr__(self) -> str:
+        return f"Server({self.url!r}, aliases={self.aliases})"
+
+    @property
+    def alias(self) -> str:
+        """The first group that lists this URL (log lines, model listings)."""
+        return self.aliases[0]
 
     def tool_mode(self, info: ServerInfo, preference: str) -> ToolMode:
         """The mode learned from a refusal, else the best one the server supports."""
         return self.learned_mode or choose_tool_mode(info, preference)
 
+    async def chat(self, dialect: Dialect, request: dict[str, Any]) -> Any:
+        """One chat request through the SDK under the server's retry policy; errors come out typed."""
+        async def attempt() -> Any:
+            try:
+                return await self.sdk.chat.completions.create(**request)
+            except openai.APIError as exc:
+                raise self.endpoint.sdk_error(exc, dialect) from None
+        return await self.endpoint.policy.acall(attempt)
+
     def sync_tokenizer(self) -> Tokenizer:
         if self._sync is None:
-            client = ServerClient(self.url, api_key=self.settings.api_key_value(), timeout=self.settings.timeout,
-                                  info=self.client.cached_info)
+            client = ServerClient(endpoint=self.endpoint)  # same URL, headers, facts and policy
             self._sync = Tokenizer(client, cache_size=self.settings.tokenizer_cache_size)
         return self._sync
 
     def token_limit(self) -> int:
         info = self.sync_tokenizer().client.info()
-        if info.context_size:
-            return info.context_size
-        if self.settings.context_size:
-            return self.settings.context_size
+        limit = self.context_limit(info)
+        if limit:
+            return limit
         raise ConfigurationError(
             f"{self.url} ({info.dialect.value}) does not report its context size; set LLAMAFILE_CONTEXT_SIZE "
             "to the -c value it was started with (divided by its number of slots).")
 
+    def context_limit(self, info: ServerInfo) -> int | None:
+        """Tokens per slot: what the server reports, else ``LLAMAFILE_CONTEXT_SIZE``."""
+        return info.context_size or self.settings.context_size
+
     async def aclose(self) -> None:
-        await self.client.aclose()
-        await self.sdk.close()
+        await self.sdk.close()  # closes self.http, which the edge client shares
         if self._sync is not None:
             self._sync.client.close()
 
@@ -91,24 +117,67 @@ class ModelInfo(BaseModel):
 
 
 class Router:
-    """Smart and fast server groups, with failover order and optional smart -> fast fallback."""
+    """Smart and fast server groups, with failover order and optional smart -> fast fallback.
+
+    A URL listed in both groups (``LLAMAFILE_API_BASE``) is one ``Server``: one connection set."""
 
     def __init__(self, settings: LlamafileSettings) -> None:
         self.settings = settings
         self._servers: dict[str, Server] = {}
         self.groups: dict[str, list[Server]] = {}
         for alias, urls in (("smart", settings.smart_llm_url or []), ("fast", settings.fast_llm_url or [])):
-            self.groups[alias] = [self._servers.setdefault(url, Server(url, alias, settings)) for url in urls]
+            group = self.groups[alias] = []
+            for url in urls:
+                if url not in self._servers:
+                    self._servers[url] = Server(url, settings)
+                server = self._servers[url]
+                if server not in group:
+                    server.aliases.append(alias)
+                    group.append(server)
 
     def candidates(self, model_name: str) -> list[Server]:
-        """Servers to try for ``model_name`` ("smart", "fast", or a model id a server reported)."""
+        """Servers to try for ``model_name`` ("smart", "fast", or any model id a server serves),
+        probing (blocking) the servers not yet probed when the name is a model id."""
         group = self._group_of(model_name)
+        if group is None:
+            failures: dict[str, LlamafileError] = {}
+            for server in self._unprobed():
+                try:
+                    server.sync_tokenizer().client.info()
+                except LlamafileError as exc:
+                    failures[server.url] = exc
+            group = self._resolve(model_name, failures)
+        return self._members(group)
+
+    async def acandidates(self, model_name: str) -> list[Server]:
+        """``candidates`` for async code: probes without blocking the event loop."""
+        group = self._group_of(model_name)
+        if group is None:
+            unprobed = self._unprobed()
+            results = await asyncio.gather(*(s.client.info() for s in unprobed), return_exceptions=True)
+            failures = {s.url: r for s, r in zip(unprobed, results) if isinstance(r, LlamafileError)}
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, LlamafileError):
+                    raise result
+            group = self._resolve(model_name, failures)
+        return self._members(group)
+
+    def alias_for(self, server: Server, model_name: str) -> str:
+        """The alias a call's usage is counted under: the group asked for when the server is in it
+        (a URL shared by smart and fast), else the server's own group (smart -> fast fallback)."""
+        group = alias_of(model_name) or self._group_of(model_name)
+        return group if group in server.aliases else server.alias
+
+    def _members(self, group: str) -> list[Server]:
         servers = list(self.groups[group])
         if group == "smart" and self.settings.fallback_to_fast:
             servers += [s for s in self.groups["fast"] if s not in servers]
         return servers
 
-    def _group_of(self, model_name: str) -> str:
+    def _unprobed(self) -> list[Server]:
+        return [s for s in self._servers.values() if s.client.cached_info is None]
+
+    def _group_of(self, model_name: str) -> str | None:
         group = alias_of(model_name)
         if group is not None:
             return group
@@ -118,30 +187,67 @@ class Router:
                 info = server.client.cached_info
                 if info and info.model_id and name in (info.model_id.lower(), _stem(info.model_id)):
                     return alias
-        known = sorted({*GROUPS, *(s.client.cached_info.model_id for s in self._servers.values()
-                                   if s.client.cached_info and s.client.cached_info.model_id)})
-        raise ConfigurationError(f"unknown model {model_name!r}; use one of: {', '.join(known)}")
+        return None
+
+    def _resolve(self, model_name: str, failures: dict[str, LlamafileError]) -> str:
+        """The group serving ``model_name`` now that every server was asked, else a clear error:
+        a server that rejected the API key says so; otherwise, what each server serves."""
+        group = self._group_of(model_name)
+        if group is not None:
+            return group
+        for error in failures.values():
+            if isinstance(error, AuthenticationError):
+                raise error
+        served = []
+        for server in self._servers.values():
+            info = server.client.cached_info
+            what = (repr(info.model_id) if info and info.model_id else "an unnamed model" if info
+                    else f"nothing yet ({type(failures.get(server.url)).__name__})")
+            served.append(f"{server.url} ({'/'.join(server.aliases)}) serves {what}")
+        raise ConfigurationError(f"unknown model {model_name!r}: no configured server serves it; "
+                                 f"{'; '.join(served)}. Use 'smart', 'fast' or one of those model ids.")
 
     def remember(self, server: Server) -> None:
-        """Put the server that just answered first in its group."""
-        group = self.groups[server.alias]
-        if group and group[0] is not server:
-            group.remove(server)
-            group.insert(0, server)
+        """Put the server that just answered first in its groups."""
+        for alias in server.aliases:
+            group = self.groups[alias]
+            if group[0] is not server:
+                group.remove(server)
+                group.insert(0, server)
+
+    async def first_ready(self, servers: Sequence[Server], timeout: float) -> Server:
+        """The first of ``servers`` to become ready (refused / 503 while loading), polled together."""
+        logger.warning("no server answers yet at %s; waiting up to %.0fs for one to finish loading "
+                       "(LLAMAFILE_STARTUP_TIMEOUT)", ", ".join(s.url for s in servers), timeout)
+        tasks = {asyncio.ensure_future(s.client.wait_until_ready(timeout)): s for s in servers}
+        pending, errors = set(tasks), []
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        return tasks[task]
+                    errors.append(task.exception())
+        finally:
+            for task in pending:
+                task.cancel()
+        raise errors[0]  # type: ignore[misc]
 
     async def available_models(self) -> list[ModelInfo]:
+        """One entry per alias and server that answers (a URL shared by smart and fast: two)."""
         models = []
-        for server in self._servers.values():
-            try:
-                info = await server.client.info()
-            except LlamafileError as exc:
-                logger.warning("%s (%s) is not available: %s", server.url, server.alias, exc)
-                continue
-            mode = server.tool_mode(info, self.settings.tool_mode)
-            models.append(ModelInfo(
-                name=info.model_id or server.alias, alias=server.alias, url=server.url, dialect=info.dialect.value,
-                context_size=info.context_size or self.settings.context_size, slots=info.slots,
-                tool_mode=mode.value, has_function_call_api=mode is ToolMode.NATIVE))
+        for alias, servers in self.groups.items():
+            for server in servers:
+                try:
+                    info = await server.client.info()
+                except LlamafileError as exc:
+                    logger.warning("%s (%s) is not available: %s", server.url, alias, exc)
+                    continue
+                mode = server.tool_mode(info, self.settings.tool_mode)
+                models.append(ModelInfo(
+                    name=info.model_id or alias, alias=alias, url=server.url, dialect=info.dialect.value,
+                    context_size=server.context_limit(info), slots=info.slots,
+                    tool_mode=mode.value, has_function_call_api=mode is ToolMode.NATIVE))
         return models
 
     async def aclose(self) -> None:

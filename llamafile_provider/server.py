@@ -1,29 +1,38 @@
-"""The HTTP edge: the only module (with the openai SDK for chat) that talks to servers.
+"""The HTTP edge: the only module that talks to servers (the openai SDK rides on its client).
 
 Each operation is written once, as a generator that yields ``httpx.Request`` objects and
 receives the responses (a "sans-I/O" style); ``ServerClient`` drives it with a blocking
 ``httpx.Client`` (AutoGPT's tokenizer interface is sync) and ``AsyncServerClient`` with an
 ``httpx.AsyncClient`` (the provider is async). Both keep their connections alive.
+
+One ``Endpoint`` per server holds what every request to it shares: the URL (credentials taken
+out of it), the headers, the probed facts and the ``RetryPolicy`` — the one place that decides
+timeouts and retries, for the edge's own requests and for the SDK's chat requests alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+import openai
 
 from llamafile_provider import dialects
 from llamafile_provider.dialects import Dialect, ServerInfo, normalize_base_url
 from llamafile_provider.errors import (
     ServerError,
+    ServerInternalError,
     ServerLoadingError,
     ServerTimeoutError,
     ServerUnreachableError,
     UnsupportedFeatureError,
 )
+from llamafile_provider.redact import split_credentials
 
 T = TypeVar("T")
 Operation = Generator[httpx.Request, httpx.Response, T]
@@ -35,20 +44,75 @@ START_HINT = (
 )
 
 
-class _Operations:
-    """Request building and response handling shared by the sync and async clients."""
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Timeouts and retries for every request to one server.
 
-    def __init__(self, base_url: str, api_key: str | None) -> None:
-        self.base_url = normalize_base_url(base_url)
-        # Every dialect accepts (or ignores) a Bearer header, so it goes on every request.
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    The connect timeout is short so a down server fails over in seconds; the read timeout is
+    long because a 7B model on a laptop is slow. Retried, with jittered exponential backoff:
+    503 "loading", other 5xx, refused / reset connections. Never retried: timeouts (a server
+    that accepted the work and is busy would only get it twice; a host that does not even
+    accept connections is down) and 4xx.
+    """
+
+    retries: int = 0
+    timeout: float = 600.0
+    connect_timeout: float = 5.0
+    backoff: float = 0.25
+    max_backoff: float = 4.0
+
+    def httpx_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.timeout, connect=min(self.connect_timeout, self.timeout))
+
+    @staticmethod
+    def should_retry(exc: ServerError) -> bool:
+        if isinstance(exc, (ServerLoadingError, ServerInternalError)):
+            return True
+        return isinstance(exc, ServerUnreachableError) and not isinstance(exc.__cause__, httpx.TimeoutException)
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)  # noqa: S311
+
+    def call(self, attempt: Callable[[], T]) -> T:
+        for n in range(self.retries + 1):
+            try:
+                return attempt()
+            except ServerError as exc:
+                if n == self.retries or not self.should_retry(exc):
+                    raise
+            time.sleep(self.delay(n))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def acall(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        for n in range(self.retries + 1):
+            try:
+                return await attempt()
+            except ServerError as exc:
+                if n == self.retries or not self.should_retry(exc):
+                    raise
+            await asyncio.sleep(self.delay(n))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Endpoint:
+    """One server: request building, response handling and error mapping shared by every client."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, policy: RetryPolicy | None = None) -> None:
+        # Credentials in the URL are for a proxy in front of the server: they travel as a Basic
+        # header, so ``base_url`` (used in every message and log line) never holds them.
+        self.base_url, self.headers = split_credentials(normalize_base_url(base_url))
+        if api_key:
+            # llama-server also reads the key from X-Api-Key when Authorization carries Basic.
+            self.headers["X-Api-Key" if "Authorization" in self.headers else "Authorization"] = (
+                api_key if "Authorization" in self.headers else f"Bearer {api_key}")
+        self.policy = policy or RetryPolicy()
         self.info_cache: ServerInfo | None = None
 
     def __repr__(self) -> str:  # never shows the key
         return f"{type(self).__name__}({self.base_url!r})"
 
     def request(self, method: str, path: str, json: Any = None) -> httpx.Request:
-        return httpx.Request(method, self.base_url + path, json=json, headers=self._headers)
+        return httpx.Request(method, self.base_url + path, json=json, headers=self.headers)
 
     def checked(self, response: httpx.Response, dialect: Dialect) -> httpx.Response:
         if response.status_code >= 400:
@@ -113,6 +177,22 @@ class _Operations:
         return ServerUnreachableError(
             f"nothing answers at {self.base_url} ({type(exc).__name__}: {exc}). {START_HINT}", url=self.base_url)
 
+    def sdk_error(self, exc: openai.APIError, dialect: Dialect) -> ServerError:
+        """The package's error for a failure the openai SDK reports (also errors sent mid-stream)."""
+        cause = exc.__cause__
+        if isinstance(exc, openai.APIStatusError):
+            return dialects.error_from_response(exc.response, self.base_url, dialect)
+        if isinstance(cause, httpx.TransportError):  # APITimeoutError, APIConnectionError
+            error = self.transport_error(cause)
+            error.__cause__ = cause
+            return error
+        if isinstance(exc, openai.APIConnectionError):
+            return ServerUnreachableError(f"nothing answers at {self.base_url} ({exc}). {START_HINT}",
+                                          url=self.base_url)
+        body = exc.body if isinstance(exc.body, dict) else {"message": str(exc.body or exc.message)}
+        status = body.get("code") if isinstance(body.get("code"), int) else 500
+        return dialects.error_from_response(httpx.Response(status, json={"error": body}), self.base_url, dialect)
+
     def not_ready(self, timeout: float, loading: bool) -> ServerError:
         if loading:
             return ServerLoadingError(
@@ -125,48 +205,61 @@ class _Operations:
 class ServerClient:
     """Blocking client for one server (used by the sync tokenizer AutoGPT expects)."""
 
-    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60.0,
-                 http_client: httpx.Client | None = None, info: ServerInfo | None = None) -> None:
-        """``info``: facts another client already probed at this URL, so they are not asked again."""
-        self._ops = _Operations(base_url, api_key)
-        self._ops.info_cache = info
-        self._http = http_client or httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0))
-        self.base_url = self._ops.base_url
+    def __init__(self, base_url: str | None = None, *, api_key: str | None = None, timeout: float = 60.0,
+                 http_client: httpx.Client | None = None, info: ServerInfo | None = None,
+                 endpoint: Endpoint | None = None) -> None:
+        """``endpoint``: the server's shared state (URL, headers, probed facts, retry policy), so a
+        sync and an async client of one server probe once and follow one policy. ``info``: facts
+        already probed at this URL. Without either, a fresh endpoint that does not retry."""
+        if endpoint is None:
+            if base_url is None:
+                raise TypeError("ServerClient needs a base_url or an endpoint")
+            endpoint = Endpoint(base_url, api_key, RetryPolicy(timeout=timeout))
+        self.endpoint = endpoint
+        if info is not None:
+            endpoint.info_cache = info
+        self._http = http_client or httpx.Client(timeout=endpoint.policy.httpx_timeout())
+        self.base_url = endpoint.base_url
 
     def __repr__(self) -> str:
-        return repr(self._ops)
+        return repr(self.endpoint)
 
     @property
     def cached_info(self) -> ServerInfo | None:
         """What the last probe learned, without probing."""
-        return self._ops.info_cache
+        return self.endpoint.info_cache
 
-    def _run(self, operation: Operation[T]) -> T:
+    def _run(self, make: Callable[[], Operation[T]], *, retry: bool = True) -> T:
+        return self.endpoint.policy.call(lambda: self._drive(make())) if retry else self._drive(make())
+
+    def _drive(self, operation: Operation[T]) -> T:
         try:
             request = next(operation)
             while True:
                 try:
                     response = self._http.send(request)
                 except httpx.TransportError as exc:
-                    raise self._ops.transport_error(exc) from exc
+                    raise self.endpoint.transport_error(exc) from exc
                 request = operation.send(response)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
     def info(self, *, refresh: bool = False) -> ServerInfo:
         """The probed server facts (probed once, then cached)."""
-        if self._ops.info_cache is None or refresh:
-            return self._run(self._ops.probe())
-        return self._ops.info_cache
+        if self.endpoint.info_cache is None or refresh:
+            return self._run(self.endpoint.probe)
+        return self.endpoint.info_cache
 
     def tokenize(self, text: str, *, add_special: bool = False) -> list[int] | list[str]:
-        return self._run(self._ops.tokenize(self.info(), text, add_special))
+        info = self.info()
+        return self._run(lambda: self.endpoint.tokenize(info, text, add_special))
 
     def detokenize(self, tokens: list[int]) -> str:
-        return self._run(self._ops.detokenize(self.info(), tokens))
+        info = self.info()
+        return self._run(lambda: self.endpoint.detokenize(info, tokens))
 
     def is_ready(self) -> bool:
-        return self._run(self._ops.health())
+        return self._run(self.endpoint.health, retry=False)
 
     def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.25) -> ServerInfo:
         """Block until the server serves (refused and 503 mean "not yet"), then probe it."""
@@ -179,7 +272,7 @@ class ServerClient:
             except (ServerUnreachableError, ServerTimeoutError):
                 pass
             if time.monotonic() >= deadline:
-                raise self._ops.not_ready(timeout, loading)
+                raise self.endpoint.not_ready(timeout, loading)
             time.sleep(interval)
 
     def close(self) -> None:
@@ -195,49 +288,60 @@ class ServerClient:
 class AsyncServerClient:
     """Non-blocking client for one server (used by the async provider)."""
 
-    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60.0,
-                 http_client: httpx.AsyncClient | None = None) -> None:
-        self._ops = _Operations(base_url, api_key)
-        self._http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0))
-        self.base_url = self._ops.base_url
+    def __init__(self, base_url: str | None = None, *, api_key: str | None = None, timeout: float = 60.0,
+                 http_client: httpx.AsyncClient | None = None, endpoint: Endpoint | None = None) -> None:
+        if endpoint is None:
+            if base_url is None:
+                raise TypeError("AsyncServerClient needs a base_url or an endpoint")
+            endpoint = Endpoint(base_url, api_key, RetryPolicy(timeout=timeout))
+        self.endpoint = endpoint
+        self._http = http_client or httpx.AsyncClient(timeout=endpoint.policy.httpx_timeout())
+        self.base_url = endpoint.base_url
         self._probe_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
-        return repr(self._ops)
+        return repr(self.endpoint)
 
     @property
     def cached_info(self) -> ServerInfo | None:
         """What the last probe learned, without probing."""
-        return self._ops.info_cache
+        return self.endpoint.info_cache
 
-    async def _run(self, operation: Operation[T]) -> T:
+    async def _run(self, make: Callable[[], Operation[T]], *, retry: bool = True) -> T:
+        if retry:
+            return await self.endpoint.policy.acall(lambda: self._drive(make()))
+        return await self._drive(make())
+
+    async def _drive(self, operation: Operation[T]) -> T:
         try:
             request = next(operation)
             while True:
                 try:
                     response = await self._http.send(request)
                 except httpx.TransportError as exc:
-                    raise self._ops.transport_error(exc) from exc
+                    raise self.endpoint.transport_error(exc) from exc
                 request = operation.send(response)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
 
     async def info(self, *, refresh: bool = False) -> ServerInfo:
-        if self._ops.info_cache is not None and not refresh:
-            return self._ops.info_cache
+        if self.endpoint.info_cache is not None and not refresh:
+            return self.endpoint.info_cache
         async with self._probe_lock:  # concurrent first calls share one probe
-            if self._ops.info_cache is None or refresh:
-                return await self._run(self._ops.probe())
-            return self._ops.info_cache
+            if self.endpoint.info_cache is None or refresh:
+                return await self._run(self.endpoint.probe)
+            return self.endpoint.info_cache
 
     async def tokenize(self, text: str, *, add_special: bool = False) -> list[int] | list[str]:
-        return await self._run(self._ops.tokenize(await self.info(), text, add_special))
+        info = await self.info()
+        return await self._run(lambda: self.endpoint.tokenize(info, text, add_special))
 
     async def detokenize(self, tokens: list[int]) -> str:
-        return await self._run(self._ops.detokenize(await self.info(), tokens))
+        info = await self.info()
+        return await self._run(lambda: self.endpoint.detokenize(info, tokens))
 
     async def is_ready(self) -> bool:
-        return await self._run(self._ops.health())
+        return await self._run(self.endpoint.health, retry=False)
 
     async def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.25) -> ServerInfo:
         deadline, loading = time.monotonic() + timeout, False
@@ -249,7 +353,7 @@ class AsyncServerClient:
             except (ServerUnreachableError, ServerTimeoutError):
                 pass
             if time.monotonic() >= deadline:
-                raise self._ops.not_ready(timeout, loading)
+                raise self.endpoint.not_ready(timeout, loading)
             await asyncio.sleep(interval)
 
     async def aclose(self) -> None:

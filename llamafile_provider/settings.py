@@ -1,7 +1,7 @@
 """Configuration: environment variables and ``.env``, validated with clear messages.
 
 Precedence: arguments given in code > environment > ``.env`` > defaults.
-``describe()`` tells where each active value came from, with the API key masked.
+``describe()`` tells where each active value came from, with the API key and URL credentials masked.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llamafile_provider.dialects import normalize_base_url
 from llamafile_provider.errors import ConfigurationError
+from llamafile_provider.redact import mask_secret, mask_url, redact
 
 DEFAULT_SMART_URL = "http://localhost:8080"
 DEFAULT_FAST_URL = "http://localhost:8081"
@@ -49,6 +50,12 @@ class LlamafileSettings(BaseSettings):
     timeout: float = Field(600.0, gt=0, description="Seconds to wait for one reply (local models are slow).")
     max_retries: int = Field(
         3, ge=0, le=20, description="Retries on connection errors, 503 and 5xx (backoff with jitter).")
+    connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds to wait for a connection: a down server fails over this fast.")
+    startup_timeout: float = Field(
+        120.0, ge=0, description="Seconds to wait, on first contact, for servers that are still loading.")
+    trim_history: bool = Field(
+        False, description="Drop the oldest non-system turns when a prompt does not fit (logged).")
     fix_failed_parse_tries: int = Field(3, ge=0, le=10, description="Re-asks after an invalid reply.")
     context_size: int | None = Field(
         None, gt=0, description="Context per slot when the server does not report it (llamafiler).")
@@ -76,6 +83,15 @@ class LlamafileSettings(BaseSettings):
     def api_key_value(self) -> str | None:
         return self.api_key.get_secret_value() if self.api_key else None
 
+    def __repr_args__(self) -> Any:
+        """Reprs show URLs with their credentials masked (the key is a ``SecretStr`` already)."""
+        for name, value in super().__repr_args__():
+            if isinstance(value, str):
+                value = mask_url(value)
+            elif isinstance(value, list):
+                value = [mask_url(v) if isinstance(v, str) else v for v in value]
+            yield name, value
+
     def describe(self) -> list[tuple[str, str, str]]:
         """(setting, value, source) for every field; the key is masked, never printed."""
         given = getattr(self, "_given", set())
@@ -94,11 +110,11 @@ class LlamafileSettings(BaseSettings):
                 source = "default"
             value = getattr(self, name)
             if isinstance(value, SecretStr):
-                shown = "****" + value.get_secret_value()[-2:] if len(value.get_secret_value()) > 8 else "****"
+                shown = mask_secret(value.get_secret_value())
             elif isinstance(value, list):
-                shown = ",".join(value)
+                shown = ",".join(map(mask_url, value))
             else:
-                shown = "" if value is None else str(value)
+                shown = "" if value is None else mask_url(str(value))
             rows.append((env_name, shown, source))
         return rows
 
@@ -112,8 +128,8 @@ def load_settings(**overrides: Any) -> LlamafileSettings:
         problems = "; ".join(
             f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
-        raise ConfigurationError(f"invalid llamafile settings: {problems}") from None
+        raise ConfigurationError(redact(f"invalid llamafile settings: {problems}")) from None
     except ConfigurationError as exc:
-        raise ConfigurationError(f"invalid llamafile settings: {exc}") from None
+        raise ConfigurationError(redact(f"invalid llamafile settings: {exc}")) from None
     object.__setattr__(settings, "_given", {k for k, v in overrides.items() if v is not None})
     return settings

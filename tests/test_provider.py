@@ -200,7 +200,8 @@ async def test_failover_to_the_next_equivalent_server(chatml_server: RunningServ
 async def test_smart_to_fast_fallback_is_off_by_default_and_logged_when_on(
         chatml_server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    async with LlamafileProvider(smart_llm_url=dead, fast_llm_url=chatml_server.base_url, max_retries=0) as provider:
+    async with LlamafileProvider(smart_llm_url=dead, fast_llm_url=chatml_server.base_url, max_retries=0,
+                                 startup_timeout=0) as provider:  # do not wait for it to start
         with pytest.raises(ServerUnreachableError, match=dead):
             await provider.create_chat_completion([{"role": "user", "content": "hi"}], max_output_tokens=8)
     async with LlamafileProvider(smart_llm_url=dead, fast_llm_url=chatml_server.base_url, max_retries=0,
