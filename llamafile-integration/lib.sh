@@ -8,12 +8,17 @@
 LF_NAME=${LF_NAME:-llamafile}
 LF_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/llamafile-provider
 
-# Mozilla's llamafiles on Hugging Face. Their sha256 could not be checked from where this was
-# written, so none is pinned: downloads are verified only when LLAMAFILE_<ROLE>_MODEL_SHA256 is set
-# (a warning says so otherwise, and LLAMAFILE_REQUIRE_SHA256=1 refuses unpinned downloads).
-LF_DEFAULT_SMART_URL=https://huggingface.co/Mozilla/Mistral-7B-Instruct-v0.2-llamafile/resolve/main/mistral-7b-instruct-v0.2.Q4_K_M.llamafile
-LF_DEFAULT_FAST_URL=https://huggingface.co/Mozilla/TinyLlama-1.1B-Chat-v1.0-llamafile/resolve/main/TinyLlama-1.1B-Chat-v1.0.Q5_K_M.llamafile
+# Mozilla's llamafiles on Hugging Face, pinned to a revision so that their sha256 (the Git LFS oid
+# on that commit's page) stays valid: Mistral-7B-Instruct v0.2 Q4_K_M built with llamafile 0.8.4
+# (4,397,807,793 bytes) and TinyLlama-1.1B-Chat v1.0 Q5_K_M built with llamafile 0.8.2 (811,415,729).
+LF_HF=https://huggingface.co/Mozilla
+LF_DEFAULT_SMART_URL=$LF_HF/Mistral-7B-Instruct-v0.2-llamafile/resolve/6ea5cfd146ebd9c913d2c7c2a3c17369fcfc3671/mistral-7b-instruct-v0.2.Q4_K_M.llamafile
+LF_DEFAULT_SMART_SHA256=11b2a96bf3058c3117e88911bb97b0d25ee36f7d97c3bbcc1a6cb5cfa1e78f83
+LF_DEFAULT_FAST_URL=$LF_HF/TinyLlama-1.1B-Chat-v1.0-llamafile/resolve/67ce9dd37d4377e05e91ec0bef53ac3bb643d1e5/TinyLlama-1.1B-Chat-v1.0.Q5_K_M.llamafile
+LF_DEFAULT_FAST_SHA256=4b30de3872f4b94d5fd480e3196026bb91c42e5462899ab8c3720ec3a145896a
 # The bare llamafile runtime, for models given as .gguf weights (Windows cannot run a >4 GB .exe).
+# Its sha256 could not be checked from where this was written: pin LLAMAFILE_BINARY_SHA256 yourself
+# (without it the download is verified by nothing, and a warning prints its digest).
 LF_DEFAULT_BINARY_URL=https://github.com/Mozilla-Ocho/llamafile/releases/download/0.9.3/llamafile-0.9.3
 
 lf_die() { printf '%s: %s\n' "$LF_NAME" "$*" >&2; exit 1; }
@@ -191,12 +196,15 @@ lf_get() {  # lf_get NAME DEFAULT -> value of variable NAME, or DEFAULT when uns
 # lf_prepare ROLE (smart|fast): download and check the role's model. Sets LF_LAUNCH (the command
 # that runs it, weights included), LF_DIALECT, LF_VERSION and LF_MODEL (the model file).
 lf_prepare() {
-    local role=$1 up url file sha default_url bin_url bin_file bin_sha
+    local role=$1 up url file sha default_url default_sha='' bin_url bin_file bin_sha
     up=$(lf_role_upper "$role")
     if [ "$role" = smart ]; then default_url=$LF_DEFAULT_SMART_URL; else default_url=$LF_DEFAULT_FAST_URL; fi
     url=$(lf_get "LLAMAFILE_${up}_MODEL_URL" "$default_url")
+    if [ "$url" = "$default_url" ]; then  # a pinned digest belongs to its URL only
+        if [ "$role" = smart ]; then default_sha=$LF_DEFAULT_SMART_SHA256; else default_sha=$LF_DEFAULT_FAST_SHA256; fi
+    fi
     file=$(lf_get "LLAMAFILE_${up}_MODEL_FILE" "$(basename "${url%%\?*}")")
-    sha=$(lf_get "LLAMAFILE_${up}_MODEL_SHA256" "")
+    sha=$(lf_get "LLAMAFILE_${up}_MODEL_SHA256" "$default_sha")
     case $file in /*) ;; *) file=$LF_MODELS_DIR/$file ;; esac
     lf_download "$url" "$file" "$sha" "$role model"
     LF_MODEL=$file

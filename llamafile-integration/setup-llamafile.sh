@@ -5,11 +5,12 @@
 #   ./llamafile-integration/setup-llamafile.sh smart     # only one
 #
 # Per model (ROLE = SMART or FAST), from the environment, then .env (read as data), then defaults:
-#   LLAMAFILE_<ROLE>_MODEL_URL     what to download (default: Mistral-7B-Instruct v0.2 / TinyLlama 1.1B
-#                                  Chat llamafiles); a URL ending in .gguf means "external weights"
+#   LLAMAFILE_<ROLE>_MODEL_URL     what to download (default: Mozilla's Mistral-7B-Instruct v0.2 Q4_K_M /
+#                                  TinyLlama 1.1B Chat Q5_K_M llamafiles at a pinned revision, with their
+#                                  sha256); a URL ending in .gguf means "external weights"
 #   LLAMAFILE_<ROLE>_MODEL_FILE    file name (or absolute path) to keep it under
-#   LLAMAFILE_<ROLE>_MODEL_SHA256  its sha256; when unset the download is NOT verified (a warning
-#                                  prints the digest to pin); LLAMAFILE_REQUIRE_SHA256=1 refuses that
+#   LLAMAFILE_<ROLE>_MODEL_SHA256  its sha256; for another URL without one the download is NOT verified
+#                                  (a warning prints the digest to pin); LLAMAFILE_REQUIRE_SHA256=1 refuses
 #   LLAMAFILE_FAST_MODEL_URL=same  one model serves both (nothing more is downloaded for fast)
 #   LLAMAFILE_BINARY_URL / _FILE / _SHA256   the bare llamafile runtime used with .gguf weights
 #                                  (default: llamafile 0.9.3 from GitHub; Windows' 4 GB .exe limit)
