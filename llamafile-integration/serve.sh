@@ -184,6 +184,7 @@ start() {  # start MODE (run|start)
                 "LLAMAFILE_$(lf_role_upper "$role")_PORT to a free port"
         fi
     done
+    mkdir -p "$LF_MODELS_DIR" "$LF_RUN_DIR"
     if [ -n "${LLAMAFILE_API_KEY:-}" ]; then
         (umask 077 && printf '%s\n' "$LLAMAFILE_API_KEY" >"$KEY_FILE")
     fi
@@ -215,7 +216,6 @@ HOST=${LLAMAFILE_HOST:-127.0.0.1}
 SMART_PORT=${LLAMAFILE_SMART_PORT:-8080}
 FAST_PORT=${LLAMAFILE_FAST_PORT:-8081}
 KEY_FILE=$LF_RUN_DIR/api-key
-mkdir -p "$LF_MODELS_DIR" "$LF_RUN_DIR"
 
 case ${1:-run} in
     run|start) start "${1:-run}" ;;
