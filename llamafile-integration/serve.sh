@@ -13,7 +13,7 @@
 #   LLAMAFILE_SMART_PORT (8080) / LLAMAFILE_FAST_PORT (8081)
 #   LLAMAFILE_FAST_MODEL_URL=same  serve one model for both, on the smart port
 #   LLAMAFILE_API_KEY              required by the servers; passed in a 0600 file (--api-key-file),
-#                                  so `ps` does not show it
+#                                  so neither `ps` nor the servers' environment shows it
 #   LLAMAFILE_SERVER_ARGS          extra server arguments for both ("-c 8192 -ngl 999"; quotes work)
 #   LLAMAFILE_SMART_SERVER_ARGS / LLAMAFILE_FAST_SERVER_ARGS   extra arguments for one of them
 #   LLAMAFILE_STARTUP_TIMEOUT (600) seconds to wait for a model to load
@@ -80,7 +80,8 @@ launch() {  # launch ROLE PORT: start ROLE's server in the background and record
     extra=(${LF_ARGS[@]+"${LF_ARGS[@]}"})
     lf_split_args "$(lf_get "LLAMAFILE_${up}_SERVER_ARGS" "")"
     extra+=(${LF_ARGS[@]+"${LF_ARGS[@]}"})
-    nohup "${LF_LAUNCH[@]}" "${flags[@]}" ${extra[@]+"${extra[@]}"} \
+    # The key stays out of the server's environment too (`ps e` shows environments).
+    env -u LLAMAFILE_API_KEY nohup "${LF_LAUNCH[@]}" "${flags[@]}" ${extra[@]+"${extra[@]}"} \
         </dev/null >"$LF_RUN_DIR/$role.log" 2>&1 &
     local pid=$!
     printf '%s\n%s\n%s\n' "$pid" "$(start_time "$pid")" "$port" >"$LF_RUN_DIR/$role.pid"

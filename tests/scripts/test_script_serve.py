@@ -75,7 +75,9 @@ def test_start_status_stop_with_a_hidden_key_and_dotenv_as_data(
         pid = (run_dir / f"{name}.pid").read_text().split()[0]
         command = subprocess.run(["ps", "-p", pid, "-o", "args="], capture_output=True, text=True).stdout
         assert command and KEY not in command
+        assert KEY.encode() not in Path(f"/proc/{pid}/environ").read_bytes()
         assert KEY not in args.read_text() and "--api-key-file" in args.read_text().split()
+    assert (run_dir / "api-key").stat().st_mode & 0o077 == 0  # readable by its owner only
     assert "--nobrowser" in smart_args.read_text().split()  # classic needs it ...
     assert "--nobrowser" not in fast_args.read_text().split()  # ... 0.10 refuses it
 
