@@ -31,9 +31,10 @@ def shell_reading(env_file: Path, cwd: Path, **environment: str) -> dict[str, st
     return dict(item.split("=", 1) for item in result.stdout.split("\0") if item)
 
 
-def test_dotenv_is_read_as_data_exactly_like_the_python_settings(tmp_path: Path) -> None:
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+def test_dotenv_is_read_as_data_exactly_like_the_python_settings(tmp_path: Path, newline: str) -> None:
     env_file = tmp_path / "my .env"
-    env_file.write_text(DOTENV)
+    env_file.write_bytes(DOTENV.replace("\n", newline).encode())
     expected = {k: v or "" for k, v in dotenv_values(env_file).items() if k.startswith("LLAMAFILE_")}
     assert shell_reading(env_file, tmp_path) == expected
     assert not (tmp_path / "pwned").exists()
