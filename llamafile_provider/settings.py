@@ -6,7 +6,10 @@ Precedence: arguments given in code > environment > ``.env`` > defaults.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +26,16 @@ DEFAULT_FAST_URL = "http://localhost:8081"
 ENV_PREFIX = "LLAMAFILE_"
 
 ToolMode = Literal["auto", "native", "constrained", "compat"]
+logger = logging.getLogger(__name__)
+
+# LLAMAFILE_* variables that the same .env holds for others: the shell scripts in
+# llamafile-integration/ (ports, models, downloads) and the AutoGPT hook. Not typos.
+OTHER_VARIABLES = frozenset({
+    "ALLOW_NO_KEY", "AUTOGPT", "BINARY_FILE", "BINARY_SHA256", "BINARY_URL", "ENV_FILE", "HOST", "MODELS_DIR",
+    "REQUIRE_SHA256", "RUN_DIR", "SERVER_ARGS",
+    *(f"{role}_{what}" for role in ("SMART", "FAST")
+      for what in ("MODEL_URL", "MODEL_SHA256", "MODEL_FILE", "PORT", "SERVER_ARGS")),
+})
 
 
 def _split_urls(value: Any) -> list[str] | None:
@@ -95,14 +108,14 @@ class LlamafileSettings(BaseSettings):
     def describe(self) -> list[tuple[str, str, str]]:
         """(setting, value, source) for every field; the key is masked, never printed."""
         given = getattr(self, "_given", set())
-        env_file = self.model_config.get("env_file")
-        dotenv = dotenv_values(env_file) if env_file and Path(str(env_file)).exists() else {}
+        environ = {key.upper() for key in os.environ}  # names are read case-insensitively
+        dotenv = {key.upper() for key in _dotenv(self)}
         rows = []
         for name in type(self).model_fields:
             env_name = ENV_PREFIX + name.upper()
             if name in given:
                 source = "argument"
-            elif env_name in os.environ:
+            elif env_name in environ:
                 source = "environment"
             elif env_name in dotenv:
                 source = ".env"
@@ -132,4 +145,23 @@ def load_settings(**overrides: Any) -> LlamafileSettings:
     except ConfigurationError as exc:
         raise ConfigurationError(redact(f"invalid llamafile settings: {exc}")) from None
     object.__setattr__(settings, "_given", {k for k, v in overrides.items() if v is not None})
+    warn_unknown_variables([*os.environ, *_dotenv(settings)])
     return settings
+
+
+def _dotenv(settings: LlamafileSettings) -> Mapping[str, str | None]:
+    env_file = settings.model_config.get("env_file")
+    return dotenv_values(env_file) if env_file and Path(str(env_file)).exists() else {}
+
+
+def warn_unknown_variables(names: Iterable[str]) -> list[str]:
+    """Log each ``LLAMAFILE_*`` name that nothing reads (a typo would otherwise be silently
+    ignored), with the closest known name; returns the unknown names."""
+    known = [name.upper() for name in LlamafileSettings.model_fields] + sorted(OTHER_VARIABLES)
+    unknown = sorted({name for name in names if name.upper().startswith(ENV_PREFIX)
+                      and name.upper()[len(ENV_PREFIX):] not in known})
+    for name in unknown:
+        close = difflib.get_close_matches(name.upper()[len(ENV_PREFIX):], known, n=1, cutoff=0.6)
+        hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "`llamafile-provider config` lists the settings."
+        logger.warning("%s is not a llamafile-provider setting and is ignored; %s", name, hint)
+    return unknown
