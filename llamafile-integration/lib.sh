@@ -179,10 +179,16 @@ lf_probe() {
         fi
     fi
     LF_VERSION=$(printf '%s\n' "$out" | head -n 1)
+    case ${LLAMAFILE_DIALECT:-} in
+        classic|v10|llama-server) LF_DIALECT=$LLAMAFILE_DIALECT; return 0 ;;
+        '') ;;
+        *) lf_die "LLAMAFILE_DIALECT=$LLAMAFILE_DIALECT: use classic (llamafile 0.8-0.9), v10 or llama-server" ;;
+    esac
     if [[ $out =~ $classic_re ]]; then LF_DIALECT=classic
     elif [[ $out =~ $new_re ]]; then LF_DIALECT=v10
     elif [[ $out =~ $server_re ]]; then LF_DIALECT=llama-server
-    else lf_die "$file --version printed '$LF_VERSION': not a llamafile or llama-server this script knows"
+    else lf_die "$file --version printed '$LF_VERSION': not a llamafile or llama-server this script knows;" \
+        "if it is one, set LLAMAFILE_DIALECT to classic (0.8-0.9 flags), v10 (0.10+) or llama-server"
     fi
 }
 

@@ -15,6 +15,8 @@
 #   LLAMAFILE_BINARY_URL / _FILE / _SHA256   the bare llamafile runtime used with .gguf weights
 #                                  (default: llamafile 0.9.3 from GitHub; Windows' 4 GB .exe limit)
 #   LLAMAFILE_MODELS_DIR           where files are kept (~/.cache/llamafile-provider/llamafiles)
+#   LLAMAFILE_DIALECT              skip the --version detection: classic (llamafile 0.8-0.9: --server
+#                                  --nobrowser), v10 (0.10+: --server) or llama-server (no extra flag)
 #
 # Downloads resume where they stopped, show progress, and a file whose sha256 does not match is
 # deleted. Each model is then run with --version, which also tells its server dialect; when the

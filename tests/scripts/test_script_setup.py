@@ -107,7 +107,7 @@ def test_bare_runtime_with_external_gguf_weights(tmp_path: Path) -> None:
     assert not (models / "weights.gguf").stat().st_mode & 0o111  # weights are not made executable
 
 
-def test_unknown_version_output_is_refused(tmp_path: Path) -> None:
+def test_unknown_version_output_is_refused_unless_the_dialect_is_given(tmp_path: Path) -> None:
     source = tmp_path / "source"
     source.mkdir()
     odd = source / "odd.llamafile"
@@ -115,4 +115,7 @@ def test_unknown_version_output_is_refused(tmp_path: Path) -> None:
     with file_server(source) as files:
         result = run_script(SETUP, "smart", env=script_env(tmp_path, LLAMAFILE_SMART_MODEL_URL=f"{files.url}/odd.llamafile"),
                             cwd=tmp_path)
-    assert result.returncode == 1 and "not a llamafile or llama-server" in result.stderr
+        assert result.returncode == 1 and "not a llamafile or llama-server" in result.stderr
+        forced = run_script(SETUP, "smart", cwd=tmp_path, env=script_env(
+            tmp_path, LLAMAFILE_SMART_MODEL_URL=f"{files.url}/odd.llamafile", LLAMAFILE_DIALECT="v10"))
+    assert forced.returncode == 0 and "(some other program 1.0, v10 dialect" in forced.stdout, forced.stderr
