@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 # LLAMAFILE_* variables that the same .env holds for others: the shell scripts in
 # llamafile-integration/ (ports, models, downloads) and the AutoGPT hook. Not typos.
 OTHER_VARIABLES = frozenset({
-    "ALLOW_NO_KEY", "AUTOGPT", "BINARY_FILE", "BINARY_SHA256", "BINARY_URL", "ENV_FILE", "HOST", "MODELS_DIR",
+    "ALLOW_NO_KEY", "AUTOGPT", "BINARY_FILE", "BINARY_SHA256", "BINARY_URL", "DIALECT", "ENV_FILE", "HOST",
+    "MODELS_DIR",
     "REQUIRE_SHA256", "RUN_DIR", "SERVER_ARGS",
     *(f"{role}_{what}" for role in ("SMART", "FAST")
       for what in ("MODEL_URL", "MODEL_SHA256", "MODEL_FILE", "PORT", "SERVER_ARGS")),
