@@ -42,7 +42,9 @@ from llamafile_provider.messages import FunctionSpec
 from llamafile_provider.provider import LlamafileProvider
 
 T = TypeVar("T")
-# AutoGPT asks for no output cap; an uncapped small model wrote 4,655 tokens for one reply.
+# AutoGPT asks for no output cap; an uncapped small model wrote 4,655 tokens for one reply. It
+# keeps its prompt within 3/4 of ``max_tokens`` (``send_token_limit``), so a cap of at most a
+# quarter of the context always fits beside it.
 DEFAULT_MAX_OUTPUT_TOKENS = 1024
 # A model's context until the server has been asked (AutoGPT's startup check updates it).
 PROVISIONAL_CONTEXT = 4096
@@ -122,11 +124,37 @@ class AutoGPTLlamafileProvider(BaseChatModelProvider[Any, ModelProviderSettings]
         prefill_response: str = "",
         **kwargs: Any,
     ) -> ChatModelResponse[T]:
-        """One agent turn. Newer AutoGPT's ``reasoning_effort`` / ``thinking_budget_tokens`` are dropped."""
-        specs = [function_spec(f) for f in functions or []]
-        strategy = strategy_schema(completion_parser)
-        request: dict[str, Any] = {"max_output_tokens": max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS, **kwargs}
+        """One agent turn. Newer AutoGPT's ``reasoning_effort`` / ``thinking_budget_tokens`` are dropped.
+
+        Every failure of the turn (unparsable after the retries, context overflow, a server gone)
+        comes out as ``InvalidAgentResponseError``: the one error AutoGPT's loop handles."""
         converted: list[AssistantChatMessage] = []  # the message the parser saw is the one returned
+        try:
+            result = await self._complete(model_prompt, model_name, completion_parser, functions or [],
+                                          max_output_tokens, prefill_response, converted, kwargs)
+        except InvalidAgentResponseError:
+            raise
+        except LlamafileError as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, InvalidAgentResponseError) else exc
+            raise InvalidAgentResponseError(f"{type(cause).__name__}: {cause}") from exc
+        info = self.CHAT_MODELS.get(str(getattr(model_name, "value", model_name))) or model_info(model_name)
+        usage = result.usage
+        if self._budget is not None:
+            self._budget.update_usage_and_cost(info, usage.prompt_tokens, usage.completion_tokens)
+        return ChatModelResponse(response=converted[-1], parsed_result=result.parsed_result, llm_info=info,
+                                 prompt_tokens_used=usage.prompt_tokens, completion_tokens_used=usage.completion_tokens)
+
+    async def _complete(self, model_prompt: list[ChatMessage], model_name: Any,
+                        completion_parser: Callable[[AssistantChatMessage], Any],
+                        functions: list[CompletionModelFunction], max_output_tokens: int | None,
+                        prefill_response: str, converted: list[AssistantChatMessage],
+                        kwargs: dict[str, Any]) -> Any:
+        specs = [function_spec(f) for f in functions]
+        strategy = strategy_schema(completion_parser)
+        alias = self._alias(model_name)
+        if max_output_tokens is None:
+            max_output_tokens = min(DEFAULT_MAX_OUTPUT_TOKENS, self._core.get_token_limit(alias) // 4)
+        request: dict[str, Any] = {"max_output_tokens": max_output_tokens, **kwargs}
         if strategy is not None:
             # One constrained JSON reply holds thoughts and the tool call; a prefill would fight it.
             request["response_schema"] = agent_reply_schema(strategy, specs)
@@ -140,20 +168,8 @@ class AutoGPTLlamafileProvider(BaseChatModelProvider[Any, ModelProviderSettings]
             def parse(message: CoreMessage) -> Any:
                 converted.append(forge_message(message))
                 return completion_parser(converted[-1])
-        try:
-            result = await self._core.create_chat_completion(
-                [core_message(m) for m in model_prompt], self._alias(model_name), parse, **request)
-        except InvalidAgentResponseError:
-            raise
-        except LlamafileError as exc:
-            cause = exc.__cause__ if isinstance(exc.__cause__, InvalidAgentResponseError) else exc
-            raise InvalidAgentResponseError(f"{type(cause).__name__}: {cause}") from exc
-        info = self.CHAT_MODELS.get(str(getattr(model_name, "value", model_name))) or model_info(model_name)
-        usage = result.usage
-        if self._budget is not None:
-            self._budget.update_usage_and_cost(info, usage.prompt_tokens, usage.completion_tokens)
-        return ChatModelResponse(response=converted[-1], parsed_result=result.parsed_result, llm_info=info,
-                                 prompt_tokens_used=usage.prompt_tokens, completion_tokens_used=usage.completion_tokens)
+        return await self._core.create_chat_completion([core_message(m) for m in model_prompt], alias, parse,
+                                                       **request)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
