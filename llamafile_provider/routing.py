@@ -75,7 +75,8 @@ class Server:
             try:
                 return await self.sdk.chat.completions.create(**request)
             except openai.APIError as exc:
-                raise self.endpoint.sdk_error(exc, dialect) from None
+                error = self.endpoint.sdk_error(exc, dialect)
+                raise error from error.__cause__  # the transport cause decides retries
         return await self.endpoint.policy.acall(attempt)
 
     def sync_tokenizer(self) -> Tokenizer:

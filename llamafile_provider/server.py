@@ -25,6 +25,7 @@ import openai
 from llamafile_provider import dialects
 from llamafile_provider.dialects import Dialect, ServerInfo, normalize_base_url
 from llamafile_provider.errors import (
+    ConfigurationError,
     ServerError,
     ServerInternalError,
     ServerLoadingError,
@@ -32,7 +33,7 @@ from llamafile_provider.errors import (
     ServerUnreachableError,
     UnsupportedFeatureError,
 )
-from llamafile_provider.redact import split_credentials
+from llamafile_provider.redact import redact, split_credentials
 
 T = TypeVar("T")
 Operation = Generator[httpx.Request, httpx.Response, T]
@@ -100,7 +101,10 @@ class Endpoint:
     def __init__(self, base_url: str, api_key: str | None = None, policy: RetryPolicy | None = None) -> None:
         # Credentials in the URL are for a proxy in front of the server: they travel as a Basic
         # header, so ``base_url`` (used in every message and log line) never holds them.
-        self.base_url, self.headers = split_credentials(normalize_base_url(base_url))
+        try:
+            self.base_url, self.headers = split_credentials(normalize_base_url(base_url))
+        except ConfigurationError as exc:
+            raise ConfigurationError(redact(str(exc))) from None
         if api_key:
             # llama-server also reads the key from X-Api-Key when Authorization carries Basic.
             self.headers["X-Api-Key" if "Authorization" in self.headers else "Authorization"] = (
