@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 import openai
 
-from llamafile_provider import dialects
+from llamafile_provider import classic_probe, dialects
 from llamafile_provider.dialects import Dialect, ServerInfo, normalize_base_url
 from llamafile_provider.errors import (
     ConfigurationError,
@@ -163,6 +163,18 @@ class Endpoint:
         response = yield self.request("POST", "/detokenize", {"tokens": list(tokens)})
         return dialects.parse_detokenized(self.checked(response, info.dialect), self.base_url)
 
+    def chat_format(self, info: ServerInfo) -> Operation[ServerInfo]:
+        """Classic: probe which built-in chat layout the server applies; kept in the facts."""
+        info = yield from classic_probe.detect_chat_format(self, info)
+        self.info_cache = info
+        return info
+
+    def complete(self, body: dict[str, Any]) -> Operation[dict[str, Any]]:
+        """Classic ``POST /completion`` (continues a prompt the client rendered): the answer."""
+        response = yield self.request("POST", "/completion", body)
+        answer = self.checked(response, Dialect.CLASSIC).json()
+        return answer if isinstance(answer, dict) else {}
+
     def health(self) -> Operation[bool]:
         """True when ready; False while loading. Llamafiler has no /health: ask /v1/models."""
         response = yield self.request("GET", "/health")
@@ -262,6 +274,13 @@ class ServerClient:
         info = self.info()
         return self._run(lambda: self.endpoint.detokenize(info, tokens))
 
+    def detect_chat_format(self) -> ServerInfo:
+        """The facts with a classic server's chat layout probed (once; other dialects: as is)."""
+        info = self.info()
+        if info.dialect is not Dialect.CLASSIC or info.chat_format is not None:
+            return info
+        return self._run(lambda: self.endpoint.chat_format(info))
+
     def is_ready(self) -> bool:
         return self._run(self.endpoint.health, retry=False)
 
@@ -343,6 +362,20 @@ class AsyncServerClient:
     async def detokenize(self, tokens: list[int]) -> str:
         info = await self.info()
         return await self._run(lambda: self.endpoint.detokenize(info, tokens))
+
+    async def detect_chat_format(self) -> ServerInfo:
+        info = await self.info()
+        if info.dialect is not Dialect.CLASSIC or info.chat_format is not None:
+            return info
+        async with self._probe_lock:  # concurrent first counts share one probe
+            info = self.endpoint.info_cache or info
+            if info.chat_format is not None:
+                return info
+            return await self._run(lambda: self.endpoint.chat_format(info))
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Classic ``/completion`` under the server's retry policy."""
+        return await self._run(lambda: self.endpoint.complete(body))
 
     async def is_ready(self) -> bool:
         return await self._run(self.endpoint.health, retry=False)

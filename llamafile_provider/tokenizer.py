@@ -6,9 +6,12 @@ share one counting rule:
 * llama-server (template known from ``/props``): render the conversation locally exactly as
   the server does, then tokenize the whole prompt in ONE ``/tokenize`` request with the
   tokenizer's own special tokens. The result equals the server's ``prompt_tokens``.
-* classic llamafile and llamafiler do not expose their template: the conversation is
-  rendered as ChatML and counted the same way. That is an estimate (usually within a few
-  tokens per message) and is logged as one, once per tokenizer.
+* classic llamafile: it applies one of its built-in layouts and does not say which; one
+  probe on first use finds out (``classic_probe``), then the conversation is rendered with
+  that layout (``chat_formats``) and counted the same way, BOS included where it adds one.
+* llamafiler (and a classic server whose layout no known one matches) does not expose its
+  template: the conversation is rendered as ChatML and counted the same way. That is an
+  estimate (usually within a few tokens per message) and is logged as one, once per tokenizer.
 
 Counting the same text twice costs no second request: results are kept in an LRU cache.
 """
@@ -21,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+from llamafile_provider import chat_formats
 from llamafile_provider.dialects import Dialect, ServerInfo
 from llamafile_provider.errors import UnsupportedFeatureError
 from llamafile_provider.server import AsyncServerClient, ServerClient
@@ -83,6 +87,8 @@ class _CountingRules:
         """(prompt text, whether the tokenizer should add its special tokens)."""
         if info.template is not None:
             return info.template.render(messages, tools=tools), True
+        if info.chat_format:  # classic, layout probed; it ignores tools
+            return chat_formats.render(info.chat_format, messages), bool(info.add_bos)
         if not self._warned:
             logger.warning(
                 "%s (%s) does not expose its chat template: prompt token counts are estimates "
@@ -131,6 +137,8 @@ class Tokenizer:
     def count_message_tokens(self, messages: Messages, tools: Tools = None) -> int:
         """Tokens the server will count as ``prompt_tokens`` for these (already folded) messages."""
         info = self.client.info()
+        if info.dialect is Dialect.CLASSIC and info.chat_format is None:
+            info = self.client.detect_chat_format()
         text, add_special = self._rules.prompt(info, messages, tools)
         return self._rules.adjust(info, len(self._tokens(text, add_special)), add_special)
 
@@ -161,5 +169,7 @@ class AsyncTokenizer:
 
     async def count_message_tokens(self, messages: Messages, tools: Tools = None) -> int:
         info = await self.client.info()
+        if info.dialect is Dialect.CLASSIC and info.chat_format is None:
+            info = await self.client.detect_chat_format()
         text, add_special = self._rules.prompt(info, messages, tools)
         return self._rules.adjust(info, len(await self._tokens(text, add_special)), add_special)

@@ -1,5 +1,6 @@
-"""Classic llamafile and llamafiler, which cannot run here: pytest-httpx with response bodies
-taken from llamafile 0.9.3's source (llama.cpp/server/server.cpp, llamafile/server/*.cpp)."""
+"""Llamafiler and llamafile-only classic behaviour, which cannot run here: pytest-httpx with
+response bodies taken from llamafile 0.9.3's source (llama.cpp/server/server.cpp,
+llamafile/server/*.cpp). The classic dialect itself runs on the real b2282 server (tests/classic/)."""
 
 from __future__ import annotations
 
@@ -56,39 +57,29 @@ def llamafiler(httpx_mock: HTTPXMock) -> None:
     httpx_mock.add_response(url=URL + "/v1/models", json=LLAMAFILER_MODELS, headers=LLAMAFILER_HEADERS)
 
 
-def test_classic_is_detected_with_context_and_slots(httpx_mock: HTTPXMock) -> None:
+# Classic detection, /tokenize, exact counts and the plain-text 401 run on the real b2282 server:
+# tests/classic/. Here only what b2282 cannot show: a layout that only llamafile 0.9 has.
+
+def test_classic_count_is_an_estimate_and_says_so_when_no_known_layout_matches(
+        httpx_mock: HTTPXMock, caplog: pytest.LogCaptureFixture) -> None:
+    """llamafile 0.9's core knows layouts b2282 has not (vicuna here); its /slots shows the prompt."""
     classic(httpx_mock)
-    info = ServerClient(URL + "/v1").info()
-    assert info.dialect is Dialect.CLASSIC
-    assert (info.context_size, info.slots, info.model_id) == (2048, 4, "mistral-7b-instruct-v0.2.Q4_0.gguf")
-    assert info.template is None
+    httpx_mock.add_response(url=URL + "/v1/chat/completions", headers=CLASSIC_HEADERS, json={
+        "choices": [{"finish_reason": "stop", "index": 0, "message": {"content": "A", "role": "assistant"}}],
+        "created": 1716000000, "id": "chatcmpl-x", "model": "unknown", "object": "chat.completion",
+        "usage": {"completion_tokens": 1, "prompt_tokens": 30, "total_tokens": 31}})
 
+    def slots(request: httpx.Request) -> httpx.Response:
+        nonce = json.loads(httpx_mock.get_requests(url=URL + "/v1/chat/completions")[0].content)["messages"][0]
+        prompt = f"{nonce['content']}\n\nUSER:  hi \nASSISTANT:  ok </s>\nUSER: go\nASSISTANT:"
+        return httpx.Response(200, json=[{"id": 0, "prompt": prompt, "state": 0}], headers=CLASSIC_HEADERS)
 
-def test_classic_tokenize_sends_content_and_reads_ids(httpx_mock: HTTPXMock) -> None:
-    classic(httpx_mock)
-    httpx_mock.add_response(url=URL + "/tokenize", json={"tokens": [22557, 1526]}, headers=CLASSIC_HEADERS)
-    httpx_mock.add_response(url=URL + "/detokenize", json={"content": "Hello world"}, headers=CLASSIC_HEADERS)
-    tokenizer = Tokenizer(ServerClient(URL))
-    assert tokenizer.encode("Hello world") == [22557, 1526]
-    assert tokenizer.decode([22557, 1526]) == "Hello world"
-    sent = [json.loads(r.content) for r in httpx_mock.get_requests() if r.url.path == "/tokenize"]
-    assert sent == [{"content": "Hello world"}]
-
-
-def test_classic_message_count_is_an_estimate_and_says_so(httpx_mock: HTTPXMock,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
-    classic(httpx_mock)
+    httpx_mock.add_callback(slots, url=URL + "/slots")
     httpx_mock.add_response(url=URL + "/tokenize", json={"tokens": list(range(9))}, headers=CLASSIC_HEADERS)
     with caplog.at_level(logging.WARNING):
         count = Tokenizer(ServerClient(URL)).count_message_tokens([{"role": "user", "content": "hi"}])
-    assert count == 10  # classic /tokenize never adds BOS, its prompts do
-    assert "estimates" in caplog.text
-
-
-def test_classic_401_is_plain_text(httpx_mock: HTTPXMock) -> None:
-    response = httpx.Response(401, text="Unauthorized", headers={"Content-Type": "text/plain; charset=utf-8"})
-    error = error_from_response(response, URL, Dialect.CLASSIC)
-    assert isinstance(error, AuthenticationError) and "LLAMAFILE_API_KEY" in str(error)
+    assert count == 10  # the ChatML estimate, BOS counted
+    assert "does not know" in caplog.text and "estimates" in caplog.text
 
 
 def test_classic_exception_500_is_internal(httpx_mock: HTTPXMock) -> None:
