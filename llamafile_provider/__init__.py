@@ -25,6 +25,7 @@ from llamafile_provider.messages import ChatMessage, ChatResponse, FunctionCall,
 from llamafile_provider.provider import LlamafileProvider, OpenAICompatibleProvider
 from llamafile_provider.server import AsyncServerClient, ServerClient
 from llamafile_provider.settings import LlamafileSettings, load_settings
+from llamafile_provider.sync import SyncLlamafileProvider, complete
 from llamafile_provider.tokenizer import AsyncTokenizer, Tokenizer
 
 try:
@@ -37,6 +38,6 @@ __all__ = [
     "CompletionError", "ConfigurationError", "ContextOverflowError", "FunctionCall", "FunctionSpec",
     "InvalidToolCallError", "LlamafileError", "LlamafileProvider", "LlamafileSettings",
     "OpenAICompatibleProvider", "ServerClient", "ServerError", "ServerLoadingError",
-    "ServerUnreachableError", "TemplateError", "Tokenizer", "ToolCall", "UnsupportedFeatureError",
-    "Usage", "__version__", "load_settings",
+    "ServerUnreachableError", "SyncLlamafileProvider", "TemplateError", "Tokenizer", "ToolCall",
+    "UnsupportedFeatureError", "Usage", "__version__", "complete", "load_settings",
 ]
