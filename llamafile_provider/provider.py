@@ -102,7 +102,10 @@ class OpenAICompatibleProvider:
         """Add one call's usage to the instance totals (overall and per model alias: the alias the
         call was made for, which a URL shared by smart and fast cannot tell)."""
         usage = Usage(requests=requests)
-        if reported is not None:
+        if isinstance(reported, dict):  # a stream chunk's usage on openai < 1.26 stays a plain dict
+            usage.prompt_tokens = int(reported.get("prompt_tokens") or 0)
+            usage.completion_tokens = int(reported.get("completion_tokens") or 0)
+        elif reported is not None:
             usage.prompt_tokens, usage.completion_tokens = reported.prompt_tokens, reported.completion_tokens
         self.usage.add(usage)
         self.usage_by_model.setdefault(alias or _CALL_ALIAS.get() or server.alias, Usage()).add(usage)
@@ -232,7 +235,8 @@ class LlamafileProvider(OpenAICompatibleProvider):
         server = await self._first_ready(model_name)
         info = await server.client.info()
         # Classic llamafile sends no usage (nor [DONE]) in streams, so it is not asked for there.
-        usage = {} if info.dialect is Dialect.CLASSIC else {"stream_options": {"include_usage": True}}
+        # In extra_body: openai < 1.26 (AutoGPT classic's lock has 1.8.0) has no stream_options argument.
+        usage = {} if info.dialect is Dialect.CLASSIC else {"extra_body": {"stream_options": {"include_usage": True}}}
         request = await fit_context(
             server, info, messages, lambda turns: chat_request(
                 info, turns, native_tools=False, max_output_tokens=max_output_tokens,
