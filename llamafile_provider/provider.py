@@ -273,11 +273,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
             batches = [[t] for t in texts] if info.dialect is Dialect.LLAMAFILER else [texts]
             vectors: list[list[float]] = []
             for batch in batches:
-                try:
-                    result = await server.sdk.embeddings.create(model=info.model_id or "local", input=batch)
-                except openai.APIError as exc:
-                    raise server.endpoint.sdk_error(exc, info.dialect) from None
-                vectors += [list(item.embedding) for item in result.data]
+                vectors += await server.embed(info.dialect, info.model_id or "local", batch)
             return vectors
 
         return await self._failover(model_name, on)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,8 @@ from llamafile_provider.cascade import ToolMode, choose_tool_mode
 from llamafile_provider.dialects import Dialect, ServerInfo
 from llamafile_provider.errors import AuthenticationError, ConfigurationError, LlamafileError
 from llamafile_provider.messages import FunctionSpec
-from llamafile_provider.server import AsyncServerClient, Endpoint, RetryPolicy, ServerClient
+from llamafile_provider.retry import RetryPolicy
+from llamafile_provider.server import AsyncServerClient, Endpoint, ServerClient
 from llamafile_provider.settings import LlamafileSettings
 from llamafile_provider.tokenizer import AsyncTokenizer, Tokenizer
 
@@ -71,9 +72,17 @@ class Server:
 
     async def chat(self, dialect: Dialect, request: dict[str, Any]) -> Any:
         """One chat request through the SDK under the server's retry policy; errors come out typed."""
+        return await self._sdk_call(dialect, lambda: self.sdk.chat.completions.create(**request))
+
+    async def embed(self, dialect: Dialect, model: str, texts: list[str]) -> list[list[float]]:
+        """One embeddings request, under the same policy."""
+        result = await self._sdk_call(dialect, lambda: self.sdk.embeddings.create(model=model, input=texts))
+        return [list(item.embedding) for item in result.data]
+
+    async def _sdk_call(self, dialect: Dialect, send: Callable[[], Awaitable[Any]]) -> Any:
         async def attempt() -> Any:
             try:
-                return await self.sdk.chat.completions.create(**request)
+                return await send()
             except openai.APIError as exc:
                 error = self.endpoint.sdk_error(exc, dialect)
                 raise error from error.__cause__  # the transport cause decides retries

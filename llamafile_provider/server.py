@@ -6,17 +6,15 @@ receives the responses (a "sans-I/O" style); ``ServerClient`` drives it with a b
 ``httpx.AsyncClient`` (the provider is async). Both keep their connections alive.
 
 One ``Endpoint`` per server holds what every request to it shares: the URL (credentials taken
-out of it), the headers, the probed facts and the ``RetryPolicy`` — the one place that decides
-timeouts and retries, for the edge's own requests and for the SDK's chat requests alike.
+out of it), the headers, the probed facts and the ``RetryPolicy`` (``retry.py``) — the one place
+that decides timeouts and retries, for the edge's own requests and the SDK's alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
 import httpx
@@ -27,13 +25,13 @@ from llamafile_provider.dialects import Dialect, ServerInfo, normalize_base_url
 from llamafile_provider.errors import (
     ConfigurationError,
     ServerError,
-    ServerInternalError,
     ServerLoadingError,
     ServerTimeoutError,
     ServerUnreachableError,
     UnsupportedFeatureError,
 )
 from llamafile_provider.redact import redact, split_credentials
+from llamafile_provider.retry import RetryPolicy
 
 T = TypeVar("T")
 Operation = Generator[httpx.Request, httpx.Response, T]
@@ -43,56 +41,6 @@ START_HINT = (
     "`./MODEL.llamafile --server --nobrowser --port PORT` (llamafile 0.8-0.9) / "
     "`llama-server -m MODEL.gguf --port PORT`."
 )
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Timeouts and retries for every request to one server.
-
-    The connect timeout is short so a down server fails over in seconds; the read timeout is
-    long because a 7B model on a laptop is slow. Retried, with jittered exponential backoff:
-    503 "loading", other 5xx, refused / reset connections. Never retried: timeouts (a server
-    that accepted the work and is busy would only get it twice; a host that does not even
-    accept connections is down) and 4xx.
-    """
-
-    retries: int = 0
-    timeout: float = 600.0
-    connect_timeout: float = 5.0
-    backoff: float = 0.25
-    max_backoff: float = 4.0
-
-    def httpx_timeout(self) -> httpx.Timeout:
-        return httpx.Timeout(self.timeout, connect=min(self.connect_timeout, self.timeout))
-
-    @staticmethod
-    def should_retry(exc: ServerError) -> bool:
-        if isinstance(exc, (ServerLoadingError, ServerInternalError)):
-            return True
-        return isinstance(exc, ServerUnreachableError) and not isinstance(exc.__cause__, httpx.TimeoutException)
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)  # noqa: S311
-
-    def call(self, attempt: Callable[[], T]) -> T:
-        for n in range(self.retries + 1):
-            try:
-                return attempt()
-            except ServerError as exc:
-                if n == self.retries or not self.should_retry(exc):
-                    raise
-            time.sleep(self.delay(n))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def acall(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        for n in range(self.retries + 1):
-            try:
-                return await attempt()
-            except ServerError as exc:
-                if n == self.retries or not self.should_retry(exc):
-                    raise
-            await asyncio.sleep(self.delay(n))
-        raise AssertionError("unreachable")  # pragma: no cover
 
 
 class Endpoint:

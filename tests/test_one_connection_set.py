@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from pytest_httpx import HTTPXMock
 
 from llamafile_provider.provider import LlamafileProvider
 from testbed.server import RunningServer
@@ -52,3 +53,21 @@ async def test_edge_and_sdk_requests_share_one_client(chatml_server: RunningServ
         assert server.http.timeout.connect == 2 and server.http.timeout.read == 30
     assert {"/props", "/tokenize", "/v1/chat/completions"} <= set(paths)
     assert server.http.is_closed
+
+
+async def test_the_one_retry_policy_covers_embeddings(httpx_mock: HTTPXMock) -> None:
+    """A 503 is retried for embeddings as for chat (bodies as llama-server sends them)."""
+    url = "http://127.0.0.1:9"
+    httpx_mock.add_response(url=url + "/props", json={
+        "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}", "bos_token": "<s>",
+        "eos_token": "</s>", "total_slots": 1, "default_generation_settings": {"n_ctx": 4096}})
+    httpx_mock.add_response(url=url + "/v1/models", json={"data": [{"id": "m"}]})
+    httpx_mock.add_response(url=url + "/tokenize", json={"tokens": [1]}, is_reusable=True)
+    httpx_mock.add_response(url=url + "/v1/embeddings", status_code=503,
+                            json={"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})
+    httpx_mock.add_response(url=url + "/v1/embeddings", json={
+        "object": "list", "model": "m", "usage": {"prompt_tokens": 1, "total_tokens": 1},
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}]})
+    async with LlamafileProvider(fast_llm_url=url, max_retries=1) as provider:
+        assert await provider.create_embedding("hello") == [[0.5, 0.25]]
+    assert len(httpx_mock.get_requests(url=url + "/v1/embeddings")) == 2
