@@ -249,6 +249,8 @@ def ensure_autogpt_env(source: Path | None = None, *, log=print) -> AutoGPTEnv:
     if not source.exists():
         raise AutoGPTEnvError(f"AUTOGPT_SOURCE={source} does not exist")
     final = cache_root() / f"autogpt-{source_key(source)}"
+    if os.environ.get("AUTOGPT_PYTHON"):  # another interpreter: its own venv beside the default one
+        final = final.with_name(f"{final.name}-{Path(_python()).resolve().parent.parent.name}")
     env = AutoGPTEnv(final)
     if (final / "lock.txt").is_file() and env.python.exists():
         return env
