@@ -328,14 +328,14 @@ class LlamafileProvider(OpenAICompatibleProvider):
     # ------------------------------------------------------------------ tokens and models
     def get_tokenizer(self, model_name: str = "smart") -> Tokenizer:
         """A blocking tokenizer (AutoGPT's ``ModelTokenizer``) for the model's first server."""
-        return self.router.candidates(model_name)[0].sync_tokenizer()
+        return self.router.sync_server(model_name).sync_tokenizer()
 
     def count_tokens(self, text: str, model_name: str = "smart") -> int:
         return self.get_tokenizer(model_name).count_tokens(text)
 
     def count_message_tokens(self, messages: Sequence[MessageLike] | MessageLike, model_name: str = "smart") -> int:
         """Equals the server's ``prompt_tokens`` for these messages, after role folding."""
-        server = self.router.candidates(model_name)[0]
+        server = self.router.sync_server(model_name)
         tokenizer = server.sync_tokenizer()
         info = tokenizer.client.info()
         return tokenizer.count_message_tokens(fold_messages(as_messages(messages), info.caps, native_tools=False))
@@ -350,7 +350,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
 
     def get_token_limit(self, model_name: str = "smart") -> int:
         """Context per slot as the server reports it (``LLAMAFILE_CONTEXT_SIZE`` where it cannot)."""
-        return self.router.candidates(model_name)[0].token_limit()
+        return self.router.sync_server(model_name).token_limit()
 
     async def get_available_models(self) -> list[ModelInfo]:
         return await self.router.available_models()

@@ -9,8 +9,10 @@ answered is tried first, the others in order. Any model id a server serves works
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,16 @@ from pydantic import BaseModel, ValidationError
 
 from llamafile_provider.cascade import ToolMode, choose_tool_mode
 from llamafile_provider.dialects import Dialect, ServerInfo
-from llamafile_provider.errors import AuthenticationError, ConfigurationError, LlamafileError
+from llamafile_provider.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    LlamafileError,
+    ServerError,
+    ServerInternalError,
+    ServerLoadingError,
+    ServerTimeoutError,
+    ServerUnreachableError,
+)
 from llamafile_provider.messages import FunctionSpec
 from llamafile_provider.retry import RetryPolicy
 from llamafile_provider.server import AsyncServerClient, Endpoint, ServerClient
@@ -224,6 +235,35 @@ class Router:
             if group[0] is not server:
                 group.remove(server)
                 group.insert(0, server)
+
+    def sync_server(self, model_name: str) -> Server:
+        """The server the blocking methods use: the first candidate that answers, as in the async
+        failover; on first contact, when none answers yet, the first to come up within
+        ``LLAMAFILE_STARTUP_TIMEOUT``."""
+        candidates = self.candidates(model_name)
+        errors: list[ServerError] = []
+        for server in candidates:
+            try:
+                server.sync_tokenizer().client.info()
+                return server
+            except (ServerUnreachableError, ServerLoadingError, ServerTimeoutError, ServerInternalError) as exc:
+                errors.append(exc)
+        timeout = self.settings.startup_timeout
+        if timeout <= 0 or any(s.client.cached_info for s in candidates) or not all(
+                isinstance(e, (ServerUnreachableError, ServerLoadingError)) for e in errors):
+            raise errors[0]
+        logger.warning("no server answers yet at %s; waiting up to %.0fs for one to finish loading "
+                       "(LLAMAFILE_STARTUP_TIMEOUT)", ", ".join(s.url for s in candidates), timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for server in candidates:
+                client = server.sync_tokenizer().client
+                with contextlib.suppress(ServerUnreachableError, ServerTimeoutError):
+                    if client.is_ready():
+                        client.info(refresh=True)
+                        return server
+            time.sleep(0.25)
+        raise candidates[0].endpoint.not_ready(timeout, loading=False)
 
     async def first_ready(self, servers: Sequence[Server], timeout: float) -> Server:
         """The first of ``servers`` to become ready (refused / 503 while loading), polled together."""

@@ -10,6 +10,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -177,3 +178,26 @@ async def test_concurrent_first_calls_wait_together(llama_server_binary: Path, m
         assert [r.server_url for r in replies] == [server.base_url] * 3
     finally:
         server.stop()
+
+
+def test_blocking_methods_wait_on_first_contact_too(llama_server_binary: Path, models: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    """AutoGPT counts tokens (blocking) before its first chat: that call waits for the server too."""
+    port = free_port()
+    provider = LlamafileProvider(smart_llm_url=f"http://127.0.0.1:{port}", startup_timeout=60)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        counting = pool.submit(provider.count_message_tokens, HI)
+        time.sleep(2.0)
+        late = spawn(llama_server_binary, ServerConfig(model=models["chatml"], slots=1), port=port, log_dir=tmp_path)
+        try:
+            assert counting.result(timeout=90) > 0
+            assert provider.get_token_limit() == 32768
+        finally:
+            late.stop()
+
+
+def test_blocking_methods_fail_over_like_the_async_ones(chatml_server: RunningServer) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    provider = LlamafileProvider(smart_llm_url=f"{dead},{chatml_server.base_url}", max_retries=0)
+    assert provider.count_tokens("hello") > 0
+    assert provider.get_tokenizer().client.base_url == chatml_server.base_url
