@@ -252,10 +252,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
                         text.append(part.delta.content)
                         yield part.delta.content
         except (openai.APIError, httpx.TransportError) as exc:
-            error = (server.endpoint.sdk_error(exc, info.dialect) if isinstance(exc, openai.APIError)
-                     else server.endpoint.transport_error(exc))
-            error.partial_text = "".join(text)
-            raise error from exc
+            raise server.endpoint.stream_error(exc, info.dialect, "".join(text)) from exc
         finally:
             await stream.close()
             self._count(server, reported, alias=self.router.alias_for(server, model_name))

@@ -157,6 +157,22 @@ class Endpoint:
         status = body.get("code") if isinstance(body.get("code"), int) else 500
         return dialects.error_from_response(httpx.Response(status, json={"error": body}), self.base_url, dialect)
 
+    def stream_error(self, exc: openai.APIError | httpx.TransportError, dialect: Dialect,
+                     partial_text: str) -> ServerError:
+        """The package's error for a stream that broke after ``partial_text`` had come."""
+        so_far = f"after {len(partial_text)} characters (the text so far is in .partial_text)"
+        if isinstance(exc, openai.APIError):
+            error = self.sdk_error(exc, dialect)
+        elif isinstance(exc, httpx.TimeoutException):
+            error = ServerTimeoutError(f"{self.base_url} stopped sending mid-stream {so_far} ({type(exc).__name__}); "
+                                       "raise LLAMAFILE_TIMEOUT or retry.", url=self.base_url)
+        else:
+            error = ServerUnreachableError(
+                f"the stream from {self.base_url} broke {so_far}: {type(exc).__name__}: {exc}. The server stopped "
+                "or crashed; check its log, restart it and retry.", url=self.base_url)
+        error.partial_text = partial_text
+        return error
+
     def not_ready(self, timeout: float, loading: bool) -> ServerError:
         if loading:
             return ServerLoadingError(

@@ -59,6 +59,7 @@ async def test_a_server_dying_mid_stream_raises_a_typed_error_with_the_partial_t
     assert len(received) >= 3
     assert caught.value.partial_text == "".join(received)
     assert caught.value.url == own_server.base_url
+    assert "broke after" in str(caught.value) and "partial_text" in str(caught.value)
 
 
 async def test_break_closes_the_http_stream_and_counts_the_request(chatml_server: RunningServer) -> None:
