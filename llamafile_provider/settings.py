@@ -67,7 +67,8 @@ class LlamafileSettings(BaseSettings):
     connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for a connection: a down server fails over this fast.")
     startup_timeout: float = Field(
-        120.0, ge=0, description="Seconds to wait, on first contact, for servers that are still loading.")
+        600.0, ge=0, description="Seconds to wait, on first contact, for servers that are still loading "
+                                 "(the same variable bounds serve.sh's own wait).")
     trim_history: bool = Field(
         False, description="Drop the oldest non-system turns when a prompt does not fit (logged).")
     fix_failed_parse_tries: int = Field(3, ge=0, le=10, description="Re-asks after an invalid reply.")
