@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 
 import httpx
 import openai
+from openai.types.chat import ChatCompletion
 
-from llamafile_provider import cascade
+from llamafile_provider import cascade, chat_formats, classic
 from llamafile_provider.cascade import ToolMode
 from llamafile_provider.dialects import Dialect, ServerInfo
 from llamafile_provider.errors import (
@@ -174,20 +175,28 @@ class LlamafileProvider(OpenAICompatibleProvider):
         total = Usage()
         tries = self.settings.fix_failed_parse_tries
         last_problem, last_exc, tool_trouble = "", None, False
+        shape = (cascade.tool_request(info, mode, specs, choice) if mode and choice
+                 else cascade.constrain(info, schema.json_schema) if schema else {})
+        if prefill and info.dialect is Dialect.CLASSIC:
+            info = await server.client.detect_chat_format()  # its layout, to continue the prefill
+        route = classic.prefill_route(info, prefill, shape)
+        if route is classic.PrefillRoute.DROP:
+            logger.warning("%s (%s) would close the prefilled assistant turn and repeat it; prefill dropped",
+                           server.url, info.dialect.value)
+            prefill = ""
         for _ in range(tries + 1):
             conversation = list(messages)
             if mode is ToolMode.COMPAT and choice:
                 conversation.append(ChatMessage.system(compat_instructions(specs, choice)))
             conversation += extra
-            if prefill:
+            if prefill and route is classic.PrefillRoute.CHAT:
                 conversation.append(ChatMessage.assistant(prefill))
-            shape = (cascade.tool_request(info, mode, specs, choice) if mode and choice
-                     else cascade.constrain(info, schema.json_schema) if schema else {})
             request = await fit_context(
                 server, info, conversation, lambda turns: chat_request(
                     info, turns, native_tools=mode is ToolMode.NATIVE, max_output_tokens=max_output_tokens,
                     parts=(sampling, shape)), max_output_tokens, trim=self.settings.trim_history)
-            completion = await self._send(server, info.dialect, request)
+            completion = await (self._continue(server, info, request, prefill) if route is classic.PrefillRoute.CONTINUE
+                                else self._send(server, info.dialect, request))
             total.add(self._count(server, completion.usage))
             choice0 = completion.choices[0]
             native = [c.model_dump() for c in (choice0.message.tool_calls or [])]
@@ -211,7 +220,9 @@ class LlamafileProvider(OpenAICompatibleProvider):
                 extra += [ChatMessage.assistant(raw or "(no reply)"),
                           ChatMessage.user(f"ERROR PARSING YOUR RESPONSE:\n\n{last_problem}")]
                 continue
-            return ChatResponse[T](message=message, parsed_result=parsed, finish_reason=choice0.finish_reason,
+            finish = classic.finish_reason(info.dialect, choice0.finish_reason,
+                                           getattr(completion.usage, "completion_tokens", None), request.get("max_tokens"))
+            return ChatResponse[T](message=message, parsed_result=parsed, finish_reason=finish,
                                    usage=total, model=info.model_id or "", server_url=server.url,
                                    tool_mode=mode.value if mode else None)
         if tool_trouble:
@@ -221,6 +232,13 @@ class LlamafileProvider(OpenAICompatibleProvider):
                 attempts=tries + 1, last_error=last_problem)
         raise CompletionError(f"the reply from {server.url} could not be parsed in {tries + 1} attempts: "
                               f"{last_problem}") from last_exc
+
+    async def _continue(self, server: Server, info: ServerInfo, request: dict[str, Any], prefill: str) -> Any:
+        """Classic: the prompt rendered in the server's own layout plus the prefill, continued by
+        ``/completion`` (its chat endpoint would close the turn); read back as a chat completion."""
+        prompt = chat_formats.render(info.chat_format or "", request["messages"]) + prefill
+        answer = await server.client.complete(classic.completion_body(request, prompt))
+        return ChatCompletion.model_validate(classic.as_chat_completion(answer, info.model_id or "local"))
 
     async def stream_chat_completion(self, model_prompt: Sequence[MessageLike] | MessageLike,
                                      model_name: str = "smart", max_output_tokens: int | None = None,
