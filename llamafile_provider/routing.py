@@ -60,7 +60,8 @@ class Server:
                              connect_timeout=settings.connect_timeout)
         self.endpoint = Endpoint(url, key, policy)
         self.url = self.endpoint.base_url  # credentials never in it
-        self.http = httpx.AsyncClient(timeout=policy.httpx_timeout())
+        # Redirects followed as the SDK's own client does (a proxy moving http to https).
+        self.http = httpx.AsyncClient(timeout=policy.httpx_timeout(), follow_redirects=True)
         self.client = AsyncServerClient(endpoint=self.endpoint, http_client=self.http)
         self.tokenizer = AsyncTokenizer(self.client, cache_size=settings.tokenizer_cache_size)
         # The SDK rides on the same client; retries are the edge's (RetryPolicy), not the SDK's.
