@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -92,6 +93,7 @@ def measure(env: AutoGPTEnv, server: RunningServer, work: Path, name: str, doten
         "seconds_per_completed_cycle": round(run.seconds / done, 1) if done else None,
         "output_tokens": produced, "output_tokens_per_cycle": round(produced / done) if done else None,
         "actions": run.actions, "traceback": "Traceback" in run.output,
+        "output_tail": [line[:200] for line in run.output.splitlines() if line.strip()][-8:],
     }
 
 
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument("--builtin-budget", type=float, default=300.0)
     args = parser.parse_args(argv)
+    load_start = round(os.getloadavg()[0], 1)
     env = ensure_autogpt_env(source_from_env() or SHARED_TARBALL, log=lambda m: print(m, file=sys.stderr))
     with tempfile.TemporaryDirectory(prefix="bench-autogpt-") as tmp:
         work = Path(tmp)
@@ -115,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
     result: dict[str, Any] = {"model": args.model, "cycles_asked": args.cycles, "ours": ours, "builtin": builtin,
-                              "hook_import_us_median": hook_import_us(env)}
+                              "hook_import_us_median": hook_import_us(env),
+                              # the machine is shared: absolute times scale with its load, ratios less so
+                              "load_average_1min_start_end": [load_start, round(os.getloadavg()[0], 1)]}
     per_cycle = ours["seconds_per_completed_cycle"]
     if per_cycle and builtin["seconds_per_completed_cycle"]:
         result["speedup_per_completed_cycle"] = round(builtin["seconds_per_completed_cycle"] / per_cycle, 1)
