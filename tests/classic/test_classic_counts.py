@@ -3,7 +3,6 @@ tokenized once, equals the server's own ``prompt_tokens`` for every model and co
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,11 @@ import httpx
 import pytest
 
 from llamafile_provider import LlamafileProvider
+from llamafile_provider.errors import AuthenticationError
 from llamafile_provider.server import ServerClient
 from llamafile_provider.tokenizer import ESTIMATE_TEMPLATE, Tokenizer
 from testbed.server import RunningServer, ServerConfig, ServerPool
+from tests.conftest import TEST_API_KEY
 
 pytestmark = pytest.mark.classic
 
@@ -139,9 +140,17 @@ def test_without_slots_the_layout_is_found_by_counting(classic_noslots_server: R
         assert Tokenizer(client).count_message_tokens(messages) == prompt_tokens(classic_noslots_server, messages)
 
 
-def test_count_on_a_keyless_probe_of_a_keyed_server_is_refused_loudly(classic_keyed_server: RunningServer,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_count_on_a_keyed_server_without_the_key_is_refused_loudly(classic_keyed_server: RunningServer) -> None:
     """Without the key the probe cannot run: the error says so instead of a silent estimate."""
-    with ServerClient(classic_keyed_server.base_url) as client, caplog.at_level(logging.WARNING):
-        with pytest.raises(Exception, match="LLAMAFILE_API_KEY"):
+    with ServerClient(classic_keyed_server.base_url) as client:
+        with pytest.raises(AuthenticationError, match="LLAMAFILE_API_KEY"):
             Tokenizer(client).count_message_tokens(SHAPES["user"])
+
+
+def test_count_on_a_keyed_server_with_the_key_is_exact(classic_keyed_server: RunningServer) -> None:
+    messages = SHAPES["system first"]
+    with ServerClient(classic_keyed_server.base_url, api_key=TEST_API_KEY) as client:
+        counted = Tokenizer(client).count_message_tokens(messages)
+    body = httpx.post(classic_keyed_server.base_url + "/v1/chat/completions", json={"messages": messages, "max_tokens": 1},
+                      headers={"Authorization": f"Bearer {TEST_API_KEY}"}).json()
+    assert counted == body["usage"]["prompt_tokens"]
