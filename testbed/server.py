@@ -89,8 +89,9 @@ def command_line(binary: Path, config: ServerConfig, port: int) -> list[str]:
         cmd += ["--api-key", config.api_key]
     if config.classic:
         # b2282 knows neither --no-warmup nor --jinja (it has no Jinja). llamafile 0.8-0.9
-        # batch continuously by default; b2282 does so only with -cb.
-        cmd.append("-cb")
+        # batch continuously by default; b2282 does so only with -cb. --log-disable sends its
+        # log to stdout (our log file) instead of a llama.log in the working directory.
+        cmd += ["-cb", "--log-disable"]
     else:
         cmd += ["--no-warmup", "--jinja" if config.jinja else "--no-jinja"]
     return [*cmd, *config.extra_args]
