@@ -2,6 +2,7 @@
 
     LlamafileError
     ├── ConfigurationError            bad settings or arguments from the caller
+    │   └── OutputBudgetError         max_output_tokens cannot hold a constrained reply
     ├── ServerError                   something about the server (carries ``url``)
     │   ├── ServerUnreachableError    nothing answers at the URL
     │   ├── ServerLoadingError        the server is up but still loading its model
@@ -29,6 +30,15 @@ class LlamafileError(Exception):
 
 class ConfigurationError(LlamafileError, ValueError):
     """A setting or argument is invalid; the message names it and the accepted values."""
+
+
+class OutputBudgetError(ConfigurationError):
+    """``max_output_tokens`` is too small for the constrained reply's JSON; ``needed`` says
+    how many tokens would do (None when no budget can bound the schema)."""
+
+    def __init__(self, message: str, *, needed: int | None) -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
 class ServerError(LlamafileError):
@@ -115,6 +125,7 @@ __all__ = [
     "InvalidToolCallError",
     "LlamafileError",
     "MalformedResponseError",
+    "OutputBudgetError",
     "RequestRejectedError",
     "ServerError",
     "ServerInternalError",

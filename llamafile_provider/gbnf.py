@@ -23,6 +23,12 @@ model never terminates: the test-bed model wrote "a":934444... until ``max_token
 Whitespace is optional but bounded (one space, or a newline plus up to 32 spaces/tabs: eight
 levels of 4-space indentation) for the same reason. Only classic GBNF syntax is emitted (no
 ``{m,n}`` repetition, no ``.``), so old llamafile parsers read it too.
+
+``bounded=True`` is for schemas from ``budget.bound_schema``, whose replies must fit an output
+budget: whitespace is at most one space (models write ``{"a": 1, "b": 2}``; forbidding that space
+made SmolLM2 spell keys in more, shorter tokens), at most ``max_digits`` digits per number part, and strings honour
+``minLength``/``maxLength`` in units of one character or one two-character escape (``\\u``
+escapes and characters beyond U+FFFF are left out, so a unit is at most three UTF-8 bytes).
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ _PRIMITIVES: dict[str, tuple[str, tuple[str, ...]]] = {  # name: (body, rules it
     "string": ('"\\"" char* "\\""', ("char",)),
     "char": ('[^"\\\\\\x00-\\x1F] | "\\\\" ( ["\\\\/bfnrt] | "u" hex hex hex hex )', ("hex",)),
     "hex": ("[0-9a-fA-F]", ()),
+    # a bounded string's unit: at most 3 UTF-8 bytes (no \\u escapes, nothing beyond U+FFFF)
+    "bchar": ('[^"\\\\\\x00-\\x1F\U00010000-\U0010FFFF] | "\\\\" ["\\\\/bfnrt]', ()),
     "integer": ('"-"? ( "0" | [1-9] more-digits )', ("more-digits",)),
     "number": ('integer ( "." [0-9] more-digits )? ( [eE] [-+]? [0-9] ( [0-9] [0-9]? )? )?',
                ("integer", "more-digits")),
@@ -84,21 +92,30 @@ def json_literal(value: Any) -> str:
     return gbnf_literal(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
-def schema_to_gbnf(schema: dict[str, Any] | bool) -> str:
-    """A GBNF grammar whose ``root`` accepts (at least) every JSON text valid for ``schema``."""
-    converter = _Converter(schema)
+def schema_to_gbnf(schema: dict[str, Any] | bool, *, bounded: bool = False,
+                   max_digits: int = _MAX_DIGITS) -> str:
+    """A GBNF grammar whose ``root`` accepts (at least) every JSON text valid for ``schema``
+    (``bounded``: exactly the compact texts whose length ``budget`` computed, see above)."""
+    converter = _Converter(schema, bounded=bounded)
     top = converter.visit(schema, "top")
+    primitives = {**{name: body for name, (body, _) in _PRIMITIVES.items()},
+                  "more-digits": _up_to("[0-9]", max(1, max_digits) - 1)}
+    if bounded:
+        primitives["ws"] = '" "?'
     lines = [f"root ::= {top}"]
     lines += [f"{name} ::= {body}" for name, body in converter.rules.items()]
-    lines += [f"{name} ::= {_PRIMITIVES[name][0]}" for name in _PRIMITIVES if name in converter.used]
+    lines += [f"{name} ::= {primitives[name]}" for name in _PRIMITIVES if name in converter.used
+              and not (bounded and name == "indent")]
     return "\n".join(lines) + "\n"
 
 
 class _Converter:
     """Turns (sub)schemas into named rules; equal bodies share one rule, refs get one rule each."""
 
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Any, *, bounded: bool = False) -> None:
         self.root = root
+        self.bounded = bounded
+        self._chains: dict[int, str] = {}
         self.rules: dict[str, str] = {}
         self.used: set[str] = set()
         self._by_body: dict[str, str] = {}
@@ -162,7 +179,27 @@ class _Converter:
             return self.object(schema, hint)
         if kind == "array":
             return self.array(schema, hint)
+        if kind == "string" and self.bounded and isinstance(schema.get("maxLength"), int):
+            return self.bounded_string(schema, hint)
         return self.use(kind) if kind in _SIMPLE_TYPES else self.use("value")
+
+    def bounded_string(self, schema: dict[str, Any], hint: str) -> str:
+        low = schema.get("minLength") if isinstance(schema.get("minLength"), int) else 0
+        high = max(low, schema["maxLength"])
+        body = " ".join(['"\\""', *[self.use("bchar")] * low, self.chain(high - low), '"\\""'])
+        return self.add(hint, " ".join(body.split()))
+
+    def chain(self, count: int) -> str:
+        """A rule for 0..count ``bchar``s: one rule per length, each referring to the next
+        shorter, so that neither the grammar parser nor the sampler nests ``count`` deep."""
+        if count <= 0:
+            return ""
+        for n in range(1, count + 1):
+            if n not in self._chains:
+                name = self.fresh(f"chars-{n}")
+                self.rules[name] = f"( {self.use('bchar')} {self._chains[n - 1]} )?" if n > 1 else "bchar?"
+                self._chains[n] = name
+        return self._chains[count]
 
     def ref(self, ref: str) -> str:
         if ref not in self._refs:

@@ -20,6 +20,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from llamafile_provider import cascade, chat_formats, classic
+from llamafile_provider.budget import skeleton_pieces
 from llamafile_provider.cascade import ToolMode
 from llamafile_provider.dialects import Dialect, ServerInfo
 from llamafile_provider.errors import (
@@ -175,8 +176,10 @@ class LlamafileProvider(OpenAICompatibleProvider):
         total = Usage()
         tries = self.settings.fix_failed_parse_tries
         last_problem, last_exc, tool_trouble = "", None, False
-        shape = (cascade.tool_request(info, mode, specs, choice) if mode and choice
-                 else cascade.constrain(info, schema.json_schema) if schema else {})
+        budget = await _output_budget(server, cascade.constrained_schema(
+            mode, specs, choice, schema.json_schema if schema else None), max_output_tokens)
+        shape = (cascade.tool_request(info, mode, specs, choice, budget) if mode and choice
+                 else cascade.constrain(info, schema.json_schema, budget) if schema else {})
         if prefill and info.dialect is Dialect.CLASSIC:
             info = await server.client.detect_chat_format()  # its layout, to continue the prefill
         route = classic.prefill_route(info, prefill, shape)
@@ -394,9 +397,19 @@ def chat_request(info: ServerInfo, messages: Sequence[ChatMessage], *, native_to
         request.update({key: value for key, value in part.items() if key != "extra_body"})
     if extra_body:
         request["extra_body"] = extra_body
-    if max_output_tokens is not None:
-        request["max_tokens"] = max_output_tokens
+    if max_output_tokens is not None:  # a bounded constrained reply may reserve more (cascade.constrain)
+        request["max_tokens"] = max(max_output_tokens, request.get("max_tokens", max_output_tokens))
     return request
+
+
+async def _output_budget(server: Server, target: dict[str, Any] | None,
+                         max_output_tokens: int | None) -> cascade.OutputBudget | None:
+    """The budget a constrained reply must close in, with its fixed pieces measured by the
+    server's own tokenizer (cached, so once per schema and server)."""
+    if target is None or max_output_tokens is None:
+        return None
+    counts = {piece: await server.tokenizer.count_tokens(piece) for piece in skeleton_pieces(target)}
+    return cascade.OutputBudget(max_output_tokens, counts)
 
 
 def _call_text(call: dict[str, Any]) -> str:

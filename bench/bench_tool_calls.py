@@ -1,0 +1,126 @@
+"""Benchmark: first-try tool calls at a small output budget, bounded vs unbounded, in one run.
+
+    python -m bench.bench_tool_calls [--requests 20] [--max-output-tokens 64] [--models a,b]
+
+For each model — the tiny random-weight test-bed models (mistral, chatml, llama3, hermes
+templates) and the real SmolLM2-135M-Instruct and Gemma 3 270M (``testbed.real_models``) — 20
+requests "What is the weather in <City>?" offering get_weather(city), ``tool_choice="required"``,
+``max_output_tokens=64``, ``fix_failed_parse_tries=0`` (so only the first try counts), a fixed
+seed per request. Counted: replies that are a valid call (``valid``), and calls whose ``city`` is
+the city asked for (``args_right``). Every model runs twice side by side: ``unbounded`` (the
+schema sent as it is, as before ``budget.py``) and ``bounded`` (the schema narrowed to close
+within the budget). The hermes model runs natively (its template has tools) and, forced, in
+constrained mode. Prints a table and the JSON of the counts.
+
+Target: bounded ``valid`` = requests on every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from unittest import mock
+
+from llamafile_provider import provider as provider_module
+from llamafile_provider.errors import LlamafileError
+from llamafile_provider.provider import LlamafileProvider
+from testbed import ensure_testbed
+from testbed.real_models import REAL_MODELS, ensure_real_model
+from testbed.server import ServerConfig, ServerPool
+
+WEATHER = {"name": "get_weather", "description": "Current weather in a city.",
+           "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}}
+CITIES = ["Paris", "Berlin", "Tokyo", "Madrid", "Rome", "Cairo", "Lima", "Oslo", "Vienna", "Dublin",
+          "Lisbon", "Prague", "Warsaw", "Athens", "Nairobi", "Sydney", "Toronto", "Chicago", "Seoul", "Mumbai"]
+TINY = ("mistral", "chatml", "llama3", "hermes")
+
+
+@contextmanager
+def unbounded() -> Iterator[None]:
+    """The provider as it was before bounding: no budget reaches ``cascade.constrain``."""
+    async def no_budget(*_args: Any) -> None:
+        return None
+    with mock.patch.object(provider_module, "_output_budget", no_budget):
+        yield
+
+
+async def run(url: str, tool_mode: str, requests: int, max_tokens: int) -> dict[str, Any]:
+    valid = right = tokens = 0
+    modes: set[str] = set()
+    async with LlamafileProvider(smart_llm_url=url, fast_llm_url=url, tool_mode=tool_mode,
+                                 fix_failed_parse_tries=0) as llm:
+        for i in range(requests):
+            city = CITIES[i % len(CITIES)]
+            try:
+                reply = await llm.create_chat_completion(
+                    [{"role": "user", "content": f"What is the weather in {city}?"}], functions=[WEATHER],
+                    tool_choice="required", max_output_tokens=max_tokens, seed=i)
+            except LlamafileError:
+                continue
+            valid += 1
+            tokens = max(tokens, reply.usage.completion_tokens)
+            modes.add(reply.tool_mode or "")
+            calls = reply.message.tool_calls
+            right += bool(calls) and str(calls[0].function.arguments.get("city", "")).strip().lower() == city.lower()
+    return {"valid": valid, "args_right": right, "max_completion_tokens": tokens, "mode": ",".join(sorted(modes))}
+
+
+async def bench(models: list[str], requests: int, max_tokens: int) -> list[dict[str, Any]]:
+    binary, tiny = ensure_testbed()
+    rows: list[dict[str, Any]] = []
+    with _closing(ServerPool(binary)) as pool:
+        for name in models:
+            if name in REAL_MODELS:
+                model = REAL_MODELS[name]
+                extra = ("--chat-template-file", str(model.chat_template)) if model.chat_template else ()
+                config = ServerConfig(model=ensure_real_model(model), ctx_size=8192, slots=1, extra_args=extra)
+            else:
+                config = ServerConfig(model=tiny[name])
+            url = pool.get(config).base_url
+            for tool_mode in ("auto", "constrained") if name == "hermes" else ("auto",):
+                for variant in ("unbounded", "bounded"):
+                    started = time.monotonic()
+                    if variant == "unbounded":
+                        with unbounded():
+                            counts = await run(url, tool_mode, requests, max_tokens)
+                    else:
+                        counts = await run(url, tool_mode, requests, max_tokens)
+                    rows.append({"model": name, "tool_mode": tool_mode, "variant": variant, "requests": requests,
+                                 **counts, "seconds": round(time.monotonic() - started, 1)})
+                    print(_line(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+@contextmanager
+def _closing(pool: ServerPool) -> Iterator[ServerPool]:
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def _line(row: dict[str, Any]) -> str:
+    return (f"{row['model']:8} {row['tool_mode']:11} {row['variant']:9} valid {row['valid']:2}/{row['requests']}"
+            f"  args_right {row['args_right']:2}/{row['requests']}  max_tokens_used {row['max_completion_tokens']:3}"
+            f"  mode {row['mode']:11} {row['seconds']:6.1f}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--max-output-tokens", type=int, default=64)
+    parser.add_argument("--models", default=",".join([*TINY, *REAL_MODELS]))
+    args = parser.parse_args()
+    rows = asyncio.run(bench(args.models.split(","), args.requests, args.max_output_tokens))
+    print("\n".join(_line(row) for row in rows))
+    print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
