@@ -124,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     per_cycle = ours["seconds_per_completed_cycle"]
     if per_cycle and builtin["seconds_per_completed_cycle"]:
         result["speedup_per_completed_cycle"] = round(builtin["seconds_per_completed_cycle"] / per_cycle, 1)
-    elif per_cycle:
+    elif per_cycle and builtin["stopped_by_time_bound"]:
         # The built-in provider finished no cycle within its budget: one cycle takes it longer.
         result["speedup_per_completed_cycle_at_least"] = round(builtin["seconds"] / per_cycle, 1)
+    elif per_cycle:  # it ended (crashed, or gave up after parse failures) without any cycle
+        result["speedup_per_completed_cycle"] = "builtin completed no cycle (ended on its own)"
     print(json.dumps(result, indent=2))
     return 0
 
