@@ -56,14 +56,14 @@ class BoundedSchema:
     max_tokens: int      # the server's hard cap: the bounded grammar's worst case, >= the budget
     string_units: int    # maxLength given to free strings
     max_digits: int      # digits allowed in numbers (integer part; fraction part too)
-    expected_tokens: int  # the worst case at the measured token counts of the fixed pieces
+    expected_tokens: int  # the longest reply at the measured counts, one token per free unit (<= budget)
     whitespace_slots: int  # places where a server's own schema converter allows whitespace
 
 
 @dataclass(frozen=True)
 class _Str:
     low: int
-    high: int | None
+    high: int
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class _Alt:
 class _Arr:
     item: tuple[Any, ...]
     low: int
-    high: int | None
+    high: int
 
 
 def _json(value: Any) -> str:
@@ -241,7 +241,7 @@ class _Cost:
             if isinstance(part, str):
                 (t, w), n_ws = self.text(part), _slots(part)
             elif isinstance(part, _Str):
-                t, w, n_ws = part.high or 0, _UNIT_BYTES * (part.high or 0), 0
+                t, w, n_ws = part.high, _UNIT_BYTES * part.high, 0
             elif isinstance(part, _Num):
                 t = w = 1 + self.digits if part.integer else 2 + 2 * self.digits + _EXPONENT
                 n_ws = 0
@@ -251,7 +251,7 @@ class _Cost:
             else:  # _Arr
                 item = self.of(list(part.item))
                 comma_t, comma_w = self.text(",")
-                n, commas = part.high or 0, max(0, (part.high or 0) - 1)
+                n, commas = part.high, max(0, part.high - 1)
                 t, w, n_ws = n * item[0] + commas * comma_t, n * item[1] + commas * comma_w, n * item[2] + commas
             typical, worst, slots = typical + t, worst + w, slots + n_ws
         return typical, worst, slots

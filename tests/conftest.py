@@ -14,6 +14,7 @@ import pytest
 
 from testbed import ensure_classic_server, ensure_testbed
 from testbed.build_server import BuildError
+from testbed.real_models import REAL_MODELS, ModelDownloadError, ensure_real_model
 from testbed.server import RunningServer, ServerConfig, ServerPool
 
 TEST_API_KEY = "sk-test-bed-key-0123456789"
@@ -160,3 +161,37 @@ def any_classic_server(request: pytest.FixtureRequest) -> RunningServer:
     """Each tiny test-bed model the classic server can run, in turn."""
     name = "classic_server" if request.param == "mistral" else f"classic_{request.param}_server"
     return request.getfixturevalue(name)
+
+
+# --- real small models from PyPI (testbed.real_models) ------------------------------------
+# SmolLM2-135M-Instruct and Gemma 3 270M run on the test bed's llama-server only: the classic
+# b2282 server cannot load SmolLM2's tied embeddings and knows no Gemma 3. Tests using these
+# carry the ``real_model`` marker; a download or start failure fails them loudly.
+
+def _real(pool: ServerPool, key: str) -> RunningServer:
+    model = REAL_MODELS[key]
+    try:
+        path = ensure_real_model(model)
+    except ModelDownloadError as exc:
+        pytest.fail(f"the real model {key} is unavailable: {exc}", pytrace=False)
+    extra = ("--chat-template-file", str(model.chat_template)) if model.chat_template else ()
+    # 8192: SmolLM2's training context (llama-server caps -c there); 2 slots are plenty.
+    return _server(pool, ServerConfig(model=path, ctx_size=8192, slots=2, extra_args=extra))
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(server_pool: ServerPool) -> RunningServer:
+    """SmolLM2-135M-Instruct (Q4_1) with its own ChatML template (which adds a default system prompt)."""
+    return _real(server_pool, "smollm2")
+
+
+@pytest.fixture(scope="session")
+def gemma3_server(server_pool: ServerPool) -> RunningServer:
+    """Gemma 3 270M (Q4_K_M) with Gemma 3's strict template (testbed/chat_templates/gemma3.jinja)."""
+    return _real(server_pool, "gemma3")
+
+
+@pytest.fixture(params=["smollm2", "gemma3"])
+def any_real_server(request: pytest.FixtureRequest) -> RunningServer:
+    """Each real model in turn."""
+    return request.getfixturevalue(f"{request.param}_server")
