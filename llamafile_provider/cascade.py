@@ -34,11 +34,17 @@ from typing import Any
 from llamafile_provider.budget import BoundedSchema, bound_schema
 from llamafile_provider.dialects import Dialect, ServerInfo
 from llamafile_provider.gbnf import schema_to_gbnf
-from llamafile_provider.messages import FunctionCall, FunctionSpec
+from llamafile_provider.messages import ChatMessage, FunctionCall, FunctionSpec
+from llamafile_provider.lenient_json import scan
 from llamafile_provider.parsing import loads_lenient, parse_tool_calls
 from llamafile_provider.tools import (
+    TOOL_CALL_KEY,
     ChoiceMode,
     ToolChoice,
+    check_schema,
+    combined_instructions,
+    combined_schema,
+    compat_instructions,
     reply_schema,
     validate_call,
 )
@@ -99,6 +105,8 @@ def constrained_schema(mode: ToolMode | None, functions: Sequence[FunctionSpec],
     """The schema a request in ``mode`` will constrain the reply to, if any (for measuring
     its fixed pieces before ``tool_request`` / ``constrain``)."""
     if mode is not None and choice is not None:
+        if response_schema is not None and mode is not ToolMode.COMPAT:  # see combined_request
+            return combined_schema(response_schema, functions, choice)
         if not functions or choice.mode is ChoiceMode.NONE or mode is ToolMode.COMPAT:
             return None
         # native: the server's grammar holds one call in its own wrapper, much like our reply
@@ -138,6 +146,62 @@ def tool_request(info: ServerInfo, mode: ToolMode, functions: Sequence[FunctionS
     return {}
 
 
+def combined_request(info: ServerInfo, mode: ToolMode, functions: Sequence[FunctionSpec], choice: ToolChoice,
+                     response_schema: Mapping[str, Any], budget: OutputBudget | None = None) -> dict[str, Any]:
+    """SDK keyword arguments for ONE reply holding a ``response_schema``'s fields and a tool call
+    (``tools.combined_schema``); empty for compat, whose prompt asks for it instead.
+
+    llama-server lets ``response_format`` win over ``tools`` (the call is lost), so native mode
+    constrains the combined object too, and still sends the tools with ``tool_choice: "none"``:
+    the template describes them the way the model knows, and the server parses no call."""
+    if mode is ToolMode.COMPAT:
+        return {}
+    shape = constrain(info, combined_schema(response_schema, functions, choice), budget)
+    if mode is ToolMode.NATIVE:
+        offered = [f for f in functions if choice.mode is not ChoiceMode.FUNCTION or f.name == choice.name]
+        shape.update({"tools": [f.to_openai() for f in offered], "tool_choice": "none"})
+    return shape
+
+
+def request_conversation(messages: Sequence[ChatMessage], mode: ToolMode | None, functions: Sequence[FunctionSpec],
+                         choice: ToolChoice | None, response_schema: Mapping[str, Any] | None, prefill: str,
+                         extra: Sequence[ChatMessage] = ()) -> list[ChatMessage]:
+    """The turns a chat request sends, before folding: the caller's, the compat instructions,
+    the feedback turns so far, the prefill. Token counting builds its prompt with this too."""
+    conversation = list(messages)
+    if mode is ToolMode.COMPAT and choice:
+        conversation.append(ChatMessage.system(
+            combined_instructions(response_schema, functions, choice) if response_schema is not None
+            else compat_instructions(functions, choice)))
+    conversation += extra
+    if prefill:
+        conversation.append(ChatMessage.assistant(prefill))
+    return conversation
+
+
+def request_shape(info: ServerInfo, mode: ToolMode | None, functions: Sequence[FunctionSpec],
+                  choice: ToolChoice | None, response_schema: Mapping[str, Any] | None,
+                  budget: OutputBudget | None = None) -> dict[str, Any]:
+    """How a chat request asks for tools and structure: native tools, a constraint, both, or nothing."""
+    if mode and choice and response_schema is not None:
+        return combined_request(info, mode, functions, choice, response_schema, budget)
+    if mode and choice:
+        return tool_request(info, mode, functions, choice, budget)
+    return constrain(info, response_schema, budget) if response_schema is not None else {}
+
+
+def check_schemas(functions: Sequence[FunctionSpec], choice: ToolChoice | None,
+                  response_schema: Mapping[str, Any] | None) -> None:
+    """Bad schemas fail before any request: each function's parameters, the response schema, and
+    whether the latter can hold a tool call when both are given."""
+    for spec in functions:
+        check_schema(spec.parameters, f"the parameters of function {spec.name}")
+    if response_schema is not None:
+        check_schema(response_schema, "response_schema")
+        if choice is not None and choice.mode is not ChoiceMode.NONE:
+            combined_schema(response_schema, functions, choice)
+
+
 @dataclass
 class Reply:
     """An assistant reply read back from the server, with whatever is wrong with it."""
@@ -160,6 +224,11 @@ def read_reply(mode: ToolMode | None, content: str | None, native_calls: Sequenc
     else:
         parsed = parse_tool_calls(content, functions)
         reply = Reply(parsed.content if parsed.calls else content, list(parsed.calls), list(parsed.problems))
+    return _checked(reply, functions, choice)
+
+
+def _checked(reply: Reply, functions: Sequence[FunctionSpec], choice: ToolChoice) -> Reply:
+    """``reply`` with the problems of its calls added: invalid arguments, wrong or missing call."""
     for call in reply.calls:
         reply.problems += validate_call(call, functions)
     if choice.mode is ChoiceMode.FUNCTION:
@@ -170,11 +239,40 @@ def read_reply(mode: ToolMode | None, content: str | None, native_calls: Sequenc
     return reply
 
 
+def read_combined(mode: ToolMode, content: str | None, functions: Sequence[FunctionSpec],
+                  choice: ToolChoice) -> Reply:
+    """A combined reply: ``content`` becomes the JSON of the schema's fields alone (what a
+    ``response_schema`` parser expects), ``calls`` the validated call under ``tool_call``.
+    Compat replies are free text: their first JSON object that reads is taken."""
+    content = content or ""
+    if mode is ToolMode.COMPAT:
+        objects = [n.value for n in scan(content) if n.error is None and isinstance(n.value, dict)]
+        body: Any = next((o for o in objects if TOOL_CALL_KEY in o), objects[0] if objects else None)
+        if body is None:
+            return _checked(Reply(content, problems=["the reply holds no JSON object"]), functions, choice)
+    else:
+        try:
+            body = json.loads(content)
+        except json.JSONDecodeError as exc:  # cut off by max_tokens, most likely
+            return Reply(content, problems=[f"the reply is not complete JSON ({exc.msg}); keep it shorter"])
+        except RecursionError:
+            return Reply(content, problems=["the reply is nested too deeply; keep it flat"])
+    if not isinstance(body, dict):
+        return Reply(content, problems=["the reply must be a JSON object"])
+    call = body.pop(TOOL_CALL_KEY, None)
+    reply = Reply(json.dumps(body, ensure_ascii=False))
+    if isinstance(call, dict) and isinstance(call.get("name"), str) and isinstance(call.get("arguments", {}), dict):
+        reply.calls.append(FunctionCall(name=call["name"], arguments=call.get("arguments") or {}))
+    elif call is not None:
+        reply.problems.append(f'"{TOOL_CALL_KEY}" must be {{"name": "<function>", "arguments": {{...}}}}')
+    return _checked(reply, functions, choice)
+
+
 def _native(content: str, calls: Sequence[Mapping[str, Any]]) -> Reply:
     reply = Reply(content)
     for call in calls:
         function = call.get("function") or {}
-        arguments, error = loads_lenient(function.get("arguments") or "{}")
+        arguments, error = native_arguments(function.get("arguments"))
         if error or not isinstance(arguments, dict):
             reply.problems.append(f"the arguments of {function.get('name')} are not a JSON object: {error}")
             continue
@@ -182,11 +280,23 @@ def _native(content: str, calls: Sequence[Mapping[str, Any]]) -> Reply:
     return reply
 
 
+def native_arguments(raw: Any) -> tuple[Any, str | None]:
+    """A native call's arguments: a JSON string as the OpenAI API sends them, or already an
+    object (some servers and templates send that); (value, None) or (None, why)."""
+    if isinstance(raw, dict):
+        return raw, None
+    if raw is None or isinstance(raw, str):
+        return loads_lenient(raw or "{}")
+    return None, f"they are a JSON {type(raw).__name__}, not an object"
+
+
 def _constrained(content: str) -> Reply:
     try:
         body = json.loads(content)
     except json.JSONDecodeError as exc:  # cut off by max_tokens, most likely
         return Reply(content, problems=[f"the reply is not complete JSON ({exc.msg}); keep it shorter"])
+    except RecursionError:
+        return Reply(content, problems=["the reply is nested too deeply; keep it flat"])
     if isinstance(body, dict) and isinstance(body.get("tool_calls"), list):
         calls = [FunctionCall(name=str(c.get("name", "")), arguments=c.get("arguments") or {})
                  for c in body["tool_calls"] if isinstance(c, dict) and isinstance(c.get("arguments", {}), dict)]

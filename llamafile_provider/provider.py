@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -43,7 +44,6 @@ from llamafile_provider.messages import (
     Usage,
     as_messages,
 )
-from llamafile_provider.parsing import loads_lenient
 from llamafile_provider.preflight import fit_context
 from llamafile_provider.routing import (
     FunctionLike,
@@ -60,7 +60,6 @@ from llamafile_provider.tools import (
     ChoiceMode,
     ToolChoice,
     ToolChoiceLike,
-    compat_instructions,
     feedback_message,
     normalize_tool_choice,
     to_tool_calls,
@@ -147,6 +146,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
         choice = normalize_tool_choice(tool_choice, specs) if specs else None
         sampling = sampling_arguments(kwargs)
         schema = schema_of(response_schema)  # a bad schema fails here, before any request
+        cascade.check_schemas(specs, choice, schema.json_schema if schema else None)
         dropped = sorted(set(kwargs) - PASSTHROUGH)
         if dropped:
             logger.debug("dropping arguments the local server cannot use: %s", ", ".join(dropped))
@@ -173,13 +173,14 @@ class LlamafileProvider(OpenAICompatibleProvider):
                         completion_parser: Callable[[ChatMessage], T] | None, max_output_tokens: int | None,
                         prefill: str, schema: ResponseSchema | None, sampling: dict[str, Any]) -> ChatResponse[T]:
         extra: list[ChatMessage] = []
+        target = schema.json_schema if schema else None
+        both = target is not None and mode is not None  # one reply: the schema's fields and a tool call
+        budget = await _output_budget(server, cascade.constrained_schema(mode, specs, choice, target),
+                                      max_output_tokens)
         total = Usage()
         tries = self.settings.fix_failed_parse_tries
         last_problem, last_exc, tool_trouble = "", None, False
-        budget = await _output_budget(server, cascade.constrained_schema(
-            mode, specs, choice, schema.json_schema if schema else None), max_output_tokens)
-        shape = (cascade.tool_request(info, mode, specs, choice, budget) if mode and choice
-                 else cascade.constrain(info, schema.json_schema, budget) if schema else {})
+        shape = cascade.request_shape(info, mode, specs, choice, target, budget)
         if prefill and info.dialect is Dialect.CLASSIC:
             info = await server.client.detect_chat_format()  # its layout, to continue the prefill
         route = classic.prefill_route(info, prefill, shape)
@@ -188,12 +189,8 @@ class LlamafileProvider(OpenAICompatibleProvider):
                            server.url, info.dialect.value)
             prefill = ""
         for _ in range(tries + 1):
-            conversation = list(messages)
-            if mode is ToolMode.COMPAT and choice:
-                conversation.append(ChatMessage.system(compat_instructions(specs, choice)))
-            conversation += extra
-            if prefill and route is classic.PrefillRoute.CHAT:
-                conversation.append(ChatMessage.assistant(prefill))
+            conversation = cascade.request_conversation(messages, mode, specs, choice, target,
+                                                        prefill if route is classic.PrefillRoute.CHAT else "", extra)
             request = await fit_context(
                 server, info, conversation, lambda turns: chat_request(
                     info, turns, native_tools=mode is ToolMode.NATIVE, max_output_tokens=max_output_tokens,
@@ -203,14 +200,15 @@ class LlamafileProvider(OpenAICompatibleProvider):
             total.add(self._count(server, completion.usage))
             choice0 = completion.choices[0]
             native = [c.model_dump() for c in (choice0.message.tool_calls or [])]
-            reply = cascade.read_reply(mode, choice0.message.content, native, specs, choice)
-            content = prefill + reply.content if prefill and not reply.calls else reply.content
+            reply = (cascade.read_combined(mode, choice0.message.content, specs, choice) if both and mode and choice
+                     else cascade.read_reply(mode, choice0.message.content, native, specs, choice))
+            content = prefill + reply.content if prefill and not reply.calls and not both else reply.content
             # What the model said, as it said it (native calls included), for the feedback turn.
             raw = prefill + (choice0.message.content or "") + "".join("\n" + _call_text(c) for c in native)
             if reply.problems:
                 last_problem, tool_trouble = "; ".join(reply.problems), True
                 extra += [ChatMessage.assistant(raw or "(no reply)"),
-                          ChatMessage.user(feedback_message(reply.problems, specs))]
+                          ChatMessage.user(feedback_message(reply.problems, specs, combined=both))]
                 continue
             message = ChatMessage.assistant(content, to_tool_calls(reply.calls))
             try:
@@ -351,20 +349,55 @@ class LlamafileProvider(OpenAICompatibleProvider):
     def count_tokens(self, text: str, model_name: str = "smart") -> int:
         return self.get_tokenizer(model_name).count_tokens(text)
 
-    def count_message_tokens(self, messages: Sequence[MessageLike] | MessageLike, model_name: str = "smart") -> int:
-        """Equals the server's ``prompt_tokens`` for these messages, after role folding."""
+    def count_message_tokens(self, messages: Sequence[MessageLike] | MessageLike, model_name: str = "smart",
+                             functions: Sequence[FunctionLike] | None = None, *, tool_choice: ToolChoiceLike = "auto",
+                             prefill_response: str = "", response_schema: Any = None,
+                             max_output_tokens: int | None = None) -> int:
+        """Equals the server's ``prompt_tokens`` for the first request ``create_chat_completion``
+        sends with the same arguments: role folding, native tool definitions (bounded by
+        ``max_output_tokens`` as the request bounds them), compat instructions and the prefill
+        included — the prompt is built by the same functions as the request."""
         server = self.router.sync_server(model_name)
         tokenizer = server.sync_tokenizer()
         info = tokenizer.client.info()
-        return tokenizer.count_message_tokens(fold_messages(as_messages(messages), info.caps, native_tools=False))
+        plan = self._plan(server, info, messages, functions, tool_choice, response_schema)
+        target = plan.budget_target()
+        budget = None if target is None or max_output_tokens is None else cascade.OutputBudget(
+            max_output_tokens, {piece: tokenizer.count_tokens(piece) for piece in skeleton_pieces(target)})
+        if prefill_response and info.dialect is Dialect.CLASSIC:
+            info = tokenizer.client.detect_chat_format()  # as _converse does, to route the prefill
+        request, raw_prompt = plan.request(info, prefill_response, budget)
+        if raw_prompt is not None:
+            return tokenizer.count_prompt_tokens(raw_prompt)
+        return tokenizer.count_message_tokens(request["messages"], tools=request.get("tools"))
 
-    async def acount_message_tokens(self, messages: Sequence[MessageLike] | MessageLike,
-                                    model_name: str = "smart") -> int:
+    async def acount_message_tokens(self, messages: Sequence[MessageLike] | MessageLike, model_name: str = "smart",
+                                    functions: Sequence[FunctionLike] | None = None, *,
+                                    tool_choice: ToolChoiceLike = "auto", prefill_response: str = "",
+                                    response_schema: Any = None, max_output_tokens: int | None = None) -> int:
         """``count_message_tokens`` without blocking the event loop."""
         server = await self._first_ready(model_name)
         info = await server.client.info()
-        folded = fold_messages(as_messages(messages), info.caps, native_tools=False)
-        return await server.tokenizer.count_message_tokens(folded)
+        plan = self._plan(server, info, messages, functions, tool_choice, response_schema)
+        budget = await _output_budget(server, plan.budget_target(), max_output_tokens)
+        if prefill_response and info.dialect is Dialect.CLASSIC:
+            info = await server.client.detect_chat_format()
+        request, raw_prompt = plan.request(info, prefill_response, budget)
+        if raw_prompt is not None:
+            return await server.tokenizer.count_prompt_tokens(raw_prompt)
+        return await server.tokenizer.count_message_tokens(request["messages"], tools=request.get("tools"))
+
+    def _plan(self, server: Server, info: ServerInfo, messages: Sequence[MessageLike] | MessageLike,
+              functions: Sequence[FunctionLike] | None, tool_choice: ToolChoiceLike, response_schema: Any) -> _Plan:
+        """What ``create_chat_completion`` decides before its first request (for counting)."""
+        specs = as_function_specs(functions)
+        choice = normalize_tool_choice(tool_choice, specs) if specs else None
+        schema = schema_of(response_schema)
+        target = schema.json_schema if schema else None
+        cascade.check_schemas(specs, choice, target)
+        uses_tools = choice is not None and choice.mode is not ChoiceMode.NONE
+        mode = server.tool_mode(info, self.settings.tool_mode) if uses_tools else None
+        return _Plan(as_messages(messages), mode, specs, choice, target)
 
     def get_token_limit(self, model_name: str = "smart") -> int:
         """Context per slot as the server reports it (``LLAMAFILE_CONTEXT_SIZE`` where it cannot)."""
@@ -383,6 +416,35 @@ class LlamafileProvider(OpenAICompatibleProvider):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A chat call's decisions before its first request: the tool mode, the tool choice, the
+    response schema. The request is then built as ``_converse`` builds it."""
+
+    messages: list[ChatMessage]
+    mode: ToolMode | None
+    specs: list[FunctionSpec]
+    choice: ToolChoice | None
+    target: dict[str, Any] | None
+
+    def budget_target(self) -> dict[str, Any] | None:
+        return cascade.constrained_schema(self.mode, self.specs, self.choice, self.target)
+
+    def request(self, info: ServerInfo, prefill: str,
+                budget: cascade.OutputBudget | None) -> tuple[dict[str, Any], str | None]:
+        """The first chat request, and the raw prompt instead when the prefill is continued
+        through classic ``/completion`` (``_continue``)."""
+        shape = cascade.request_shape(info, self.mode, self.specs, self.choice, self.target, budget)
+        route = classic.prefill_route(info, prefill, shape)
+        conversation = cascade.request_conversation(self.messages, self.mode, self.specs, self.choice,
+                                                    self.target, prefill if route is classic.PrefillRoute.CHAT else "")
+        request = chat_request(info, conversation, native_tools=self.mode is ToolMode.NATIVE, max_output_tokens=None,
+                               parts=(shape,))
+        if route is classic.PrefillRoute.CONTINUE:
+            return request, chat_formats.render(info.chat_format or "", request["messages"]) + prefill
+        return request, None
 
 
 def chat_request(info: ServerInfo, messages: Sequence[ChatMessage], *, native_tools: bool,
@@ -415,9 +477,9 @@ async def _output_budget(server: Server, target: dict[str, Any] | None,
 def _call_text(call: dict[str, Any]) -> str:
     """A native call as the JSON object the model meant (arguments parsed where they parse)."""
     function = call.get("function") or {}
-    arguments, error = loads_lenient(function.get("arguments") or "{}")
+    arguments, error = cascade.native_arguments(function.get("arguments"))
     return json.dumps({"name": function.get("name"), "arguments": function.get("arguments") if error else arguments},
-                      ensure_ascii=False)
+                      ensure_ascii=False, default=str)
 
 
 def _mode_refused(exc: ServerError) -> bool:

@@ -142,6 +142,12 @@ class Tokenizer:
         text, add_special = self._rules.prompt(info, messages, tools)
         return self._rules.adjust(info, len(self._tokens(text, add_special)), add_special)
 
+    def count_prompt_tokens(self, prompt: str) -> int:
+        """Tokens of a prompt sent as raw text (a prefill continued through classic ``/completion``)."""
+        info = self.client.info()
+        add_special = info.template is not None or bool(info.add_bos)
+        return self._rules.adjust(info, len(self._tokens(prompt, add_special)), add_special)
+
 
 class AsyncTokenizer:
     """Non-blocking twin of ``Tokenizer`` for the async provider."""
@@ -173,3 +179,8 @@ class AsyncTokenizer:
             info = await self.client.detect_chat_format()
         text, add_special = self._rules.prompt(info, messages, tools)
         return self._rules.adjust(info, len(await self._tokens(text, add_special)), add_special)
+
+    async def count_prompt_tokens(self, prompt: str) -> int:
+        info = await self.client.info()
+        add_special = info.template is not None or bool(info.add_bos)
+        return self._rules.adjust(info, len(await self._tokens(prompt, add_special)), add_special)
