@@ -182,3 +182,17 @@ async def test_random_weights_call_validly_first_try_at_64_tokens(any_server: Ru
 async def test_classic_grammar_calls_validly_first_try_at_64_tokens(any_classic_server: RunningServer) -> None:
     """The bounded GBNF on the classic b2282 server (what llamafile 0.8-0.9 serve)."""
     assert "length" not in await first_try_calls(any_classic_server, "constrained")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("server", ["chatml_server", "classic_chatml_server"])
+async def test_a_bounded_response_schema_closes_on_both_grammar_paths(request: pytest.FixtureRequest,
+                                                                       server: str) -> None:
+    """Every construct of RESPONSE (refs, arrays, numbers, enums, anyOf, free values) through
+    the provider, llama-server and the classic server alike: parsed, valid, never cut off."""
+    running: RunningServer = request.getfixturevalue(server)
+    async with LlamafileProvider(smart_llm_url=running.base_url, fix_failed_parse_tries=0) as llm:
+        for seed in range(3):
+            reply = await llm.create_chat_completion([{"role": "user", "content": "Plan my day."}],
+                                                     response_schema=RESPONSE, max_output_tokens=160, seed=seed)
+            Draft202012Validator(RESPONSE).validate(json.loads(reply.message.content))
