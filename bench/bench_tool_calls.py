@@ -3,7 +3,8 @@
     python -m bench.bench_tool_calls [--requests 20] [--max-output-tokens 64] [--models a,b]
 
 For each model — the tiny random-weight test-bed models (mistral, chatml, llama3, hermes
-templates) and the real SmolLM2-135M-Instruct and Gemma 3 270M (``testbed.real_models``) — 20
+templates) on llama-server and on the classic b2282 server (``classic-<name>``: the GBNF path),
+and the real SmolLM2-135M-Instruct and Gemma 3 270M (``testbed.real_models``) — 20
 requests "What is the weather in <City>?" offering get_weather(city), ``tool_choice="required"``,
 ``max_output_tokens=64``, ``fix_failed_parse_tries=0`` (so only the first try counts), a fixed
 seed per request. Counted: replies that are a valid call (``valid``), and calls whose ``city`` is
@@ -30,7 +31,7 @@ from unittest import mock
 from llamafile_provider import provider as provider_module
 from llamafile_provider.errors import LlamafileError
 from llamafile_provider.provider import LlamafileProvider
-from testbed import ensure_testbed
+from testbed import ensure_classic_server, ensure_testbed
 from testbed.real_models import REAL_MODELS, ensure_real_model
 from testbed.server import ServerConfig, ServerPool
 
@@ -39,6 +40,7 @@ WEATHER = {"name": "get_weather", "description": "Current weather in a city.",
 CITIES = ["Paris", "Berlin", "Tokyo", "Madrid", "Rome", "Cairo", "Lima", "Oslo", "Vienna", "Dublin",
           "Lisbon", "Prague", "Warsaw", "Athens", "Nairobi", "Sydney", "Toronto", "Chicago", "Seoul", "Mumbai"]
 TINY = ("mistral", "chatml", "llama3", "hermes")
+CLASSIC = tuple(f"classic-{name}" for name in TINY)
 
 
 @contextmanager
@@ -74,15 +76,20 @@ async def run(url: str, tool_mode: str, requests: int, max_tokens: int) -> dict[
 async def bench(models: list[str], requests: int, max_tokens: int) -> list[dict[str, Any]]:
     binary, tiny = ensure_testbed()
     rows: list[dict[str, Any]] = []
-    with _closing(ServerPool(binary)) as pool:
+    classic_binary = ensure_classic_server() if any(m in CLASSIC for m in models) else None
+    with _closing(ServerPool(binary)) as pool, _closing(ServerPool(classic_binary or binary)) as classic_pool:
         for name in models:
-            if name in REAL_MODELS:
+            if name in CLASSIC:
+                config = ServerConfig(model=tiny[name.removeprefix("classic-")], classic=True)
+                url = classic_pool.get(config).base_url
+            elif name in REAL_MODELS:
                 model = REAL_MODELS[name]
                 extra = ("--chat-template-file", str(model.chat_template)) if model.chat_template else ()
                 config = ServerConfig(model=ensure_real_model(model), ctx_size=8192, slots=1, extra_args=extra)
             else:
                 config = ServerConfig(model=tiny[name])
-            url = pool.get(config).base_url
+            if name not in CLASSIC:
+                url = pool.get(config).base_url
             for tool_mode in ("auto", "constrained") if name == "hermes" else ("auto",):
                 for variant in ("unbounded", "bounded"):
                     started = time.monotonic()
@@ -106,7 +113,7 @@ def _closing(pool: ServerPool) -> Iterator[ServerPool]:
 
 
 def _line(row: dict[str, Any]) -> str:
-    return (f"{row['model']:8} {row['tool_mode']:11} {row['variant']:9} valid {row['valid']:2}/{row['requests']}"
+    return (f"{row['model']:15} {row['tool_mode']:11} {row['variant']:9} valid {row['valid']:2}/{row['requests']}"
             f"  args_right {row['args_right']:2}/{row['requests']}  max_tokens_used {row['max_completion_tokens']:3}"
             f"  mode {row['mode']:11} {row['seconds']:6.1f}s")
 
@@ -115,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--max-output-tokens", type=int, default=64)
-    parser.add_argument("--models", default=",".join([*TINY, *REAL_MODELS]))
+    parser.add_argument("--models", default=",".join([*TINY, *CLASSIC, *REAL_MODELS]))
     args = parser.parse_args()
     rows = asyncio.run(bench(args.models.split(","), args.requests, args.max_output_tokens))
     print("\n".join(_line(row) for row in rows))
