@@ -9,11 +9,9 @@ output, server-backed token counting and usage accounting.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -35,7 +33,6 @@ from llamafile_provider.errors import (
     ServerUnreachableError,
     UnsupportedFeatureError,
 )
-from llamafile_provider.folding import fold_messages
 from llamafile_provider.messages import (
     ChatMessage,
     ChatResponse,
@@ -45,6 +42,7 @@ from llamafile_provider.messages import (
     as_messages,
 )
 from llamafile_provider.preflight import fit_context
+from llamafile_provider.request import PASSTHROUGH, Plan, call_text, chat_request, mode_refused, sampling_arguments
 from llamafile_provider.routing import (
     FunctionLike,
     ModelInfo,
@@ -73,20 +71,6 @@ _CALL_ALIAS: ContextVar[str | None] = ContextVar("llamafile_call_alias", default
 
 # Worth another server: the one we asked is down, loading, too slow, or broken.
 FAILOVER_ERRORS = (ServerUnreachableError, ServerLoadingError, ServerTimeoutError, ServerInternalError)
-# Sampling options the local servers understand (OpenAI's, then llama.cpp's own, which the SDK
-# only carries in ``extra_body``); anything else newer callers pass is dropped.
-OPENAI_SAMPLING = {"temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty"}
-LLAMA_SAMPLING = {"top_k", "min_p", "repeat_penalty", "typical_p", "mirostat", "ignore_eos"}
-PASSTHROUGH = OPENAI_SAMPLING | LLAMA_SAMPLING
-
-
-def sampling_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """SDK keyword arguments for the sampling options among ``kwargs``."""
-    chosen = {k: v for k, v in kwargs.items() if k in OPENAI_SAMPLING and v is not None}
-    extra = {k: v for k, v in kwargs.items() if k in LLAMA_SAMPLING and v is not None}
-    return {**chosen, "extra_body": extra} if extra else chosen
-
-
 class OpenAICompatibleProvider:
     """Chat completions on any OpenAI-compatible server, with typed errors and usage totals."""
 
@@ -161,7 +145,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
                                                 max_output_tokens, prefill_response, schema, sampling)
                 except (UnsupportedFeatureError, RequestRejectedError) as exc:
                     lower = mode.fallback() if mode else None
-                    if lower is None or not _mode_refused(exc):
+                    if lower is None or not mode_refused(exc):
                         raise
                     logger.warning("%s refused %s tool calls (%s); using %s", server.url, mode.value, exc, lower.value)
                     mode = server.learned_mode = lower
@@ -185,8 +169,9 @@ class LlamafileProvider(OpenAICompatibleProvider):
             info = await server.client.detect_chat_format()  # its layout, to continue the prefill
         route = classic.prefill_route(info, prefill, shape)
         if route is classic.PrefillRoute.DROP:
-            logger.warning("%s (%s) would close the prefilled assistant turn and repeat it; prefill dropped",
-                           server.url, info.dialect.value)
+            logger.warning("%s (%s): prefill dropped, %s", server.url, info.dialect.value,
+                           "the reply is constrained to a schema, which fixes how it starts" if classic.constrained(shape)
+                           else "the server would close the prefilled assistant turn and repeat it")
             prefill = ""
         for _ in range(tries + 1):
             conversation = cascade.request_conversation(messages, mode, specs, choice, target,
@@ -204,7 +189,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
                      else cascade.read_reply(mode, choice0.message.content, native, specs, choice))
             content = prefill + reply.content if prefill and not reply.calls and not both else reply.content
             # What the model said, as it said it (native calls included), for the feedback turn.
-            raw = prefill + (choice0.message.content or "") + "".join("\n" + _call_text(c) for c in native)
+            raw = prefill + (choice0.message.content or "") + "".join("\n" + call_text(c) for c in native)
             if reply.problems:
                 last_problem, tool_trouble = "; ".join(reply.problems), True
                 extra += [ChatMessage.assistant(raw or "(no reply)"),
@@ -388,7 +373,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
         return await server.tokenizer.count_message_tokens(request["messages"], tools=request.get("tools"))
 
     def _plan(self, server: Server, info: ServerInfo, messages: Sequence[MessageLike] | MessageLike,
-              functions: Sequence[FunctionLike] | None, tool_choice: ToolChoiceLike, response_schema: Any) -> _Plan:
+              functions: Sequence[FunctionLike] | None, tool_choice: ToolChoiceLike, response_schema: Any) -> Plan:
         """What ``create_chat_completion`` decides before its first request (for counting)."""
         specs = as_function_specs(functions)
         choice = normalize_tool_choice(tool_choice, specs) if specs else None
@@ -397,7 +382,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
         cascade.check_schemas(specs, choice, target)
         uses_tools = choice is not None and choice.mode is not ChoiceMode.NONE
         mode = server.tool_mode(info, self.settings.tool_mode) if uses_tools else None
-        return _Plan(as_messages(messages), mode, specs, choice, target)
+        return Plan(as_messages(messages), mode, specs, choice, target)
 
     def get_token_limit(self, model_name: str = "smart") -> int:
         """Context per slot as the server reports it (``LLAMAFILE_CONTEXT_SIZE`` where it cannot)."""
@@ -418,52 +403,6 @@ class LlamafileProvider(OpenAICompatibleProvider):
         await self.aclose()
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """A chat call's decisions before its first request: the tool mode, the tool choice, the
-    response schema. The request is then built as ``_converse`` builds it."""
-
-    messages: list[ChatMessage]
-    mode: ToolMode | None
-    specs: list[FunctionSpec]
-    choice: ToolChoice | None
-    target: dict[str, Any] | None
-
-    def budget_target(self) -> dict[str, Any] | None:
-        return cascade.constrained_schema(self.mode, self.specs, self.choice, self.target)
-
-    def request(self, info: ServerInfo, prefill: str,
-                budget: cascade.OutputBudget | None) -> tuple[dict[str, Any], str | None]:
-        """The first chat request, and the raw prompt instead when the prefill is continued
-        through classic ``/completion`` (``_continue``)."""
-        shape = cascade.request_shape(info, self.mode, self.specs, self.choice, self.target, budget)
-        route = classic.prefill_route(info, prefill, shape)
-        conversation = cascade.request_conversation(self.messages, self.mode, self.specs, self.choice,
-                                                    self.target, prefill if route is classic.PrefillRoute.CHAT else "")
-        request = chat_request(info, conversation, native_tools=self.mode is ToolMode.NATIVE, max_output_tokens=None,
-                               parts=(shape,))
-        if route is classic.PrefillRoute.CONTINUE:
-            return request, chat_formats.render(info.chat_format or "", request["messages"]) + prefill
-        return request, None
-
-
-def chat_request(info: ServerInfo, messages: Sequence[ChatMessage], *, native_tools: bool,
-                 max_output_tokens: int | None, parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """SDK arguments for one chat request: folded messages plus each part's arguments, with
-    every part's ``extra_body`` (llama.cpp sampling options, a grammar) merged into one."""
-    request: dict[str, Any] = {"model": info.model_id or "local",
-                               "messages": fold_messages(messages, info.caps, native_tools=native_tools)}
-    extra_body: dict[str, Any] = {}
-    for part in parts:
-        extra_body.update(part.get("extra_body", {}))
-        request.update({key: value for key, value in part.items() if key != "extra_body"})
-    if extra_body:
-        request["extra_body"] = extra_body
-    if max_output_tokens is not None:  # a bounded constrained reply may reserve more (cascade.constrain)
-        request["max_tokens"] = max(max_output_tokens, request.get("max_tokens", max_output_tokens))
-    return request
-
-
 async def _output_budget(server: Server, target: dict[str, Any] | None,
                          max_output_tokens: int | None) -> cascade.OutputBudget | None:
     """The budget a constrained reply must close in, with its fixed pieces measured by the
@@ -472,18 +411,3 @@ async def _output_budget(server: Server, target: dict[str, Any] | None,
         return None
     counts = {piece: await server.tokenizer.count_tokens(piece) for piece in skeleton_pieces(target)}
     return cascade.OutputBudget(max_output_tokens, counts)
-
-
-def _call_text(call: dict[str, Any]) -> str:
-    """A native call as the JSON object the model meant (arguments parsed where they parse)."""
-    function = call.get("function") or {}
-    arguments, error = cascade.native_arguments(function.get("arguments"))
-    return json.dumps({"name": function.get("name"), "arguments": function.get("arguments") if error else arguments},
-                      ensure_ascii=False, default=str)
-
-
-def _mode_refused(exc: ServerError) -> bool:
-    """True when the error means "this server cannot do that tool mode", not a bad request."""
-    text = str(exc).lower()
-    return isinstance(exc, UnsupportedFeatureError) or any(
-        marker in text for marker in ("grammar", "tools", "json_schema", "response_format", "sampler"))

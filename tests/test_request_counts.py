@@ -1,4 +1,4 @@
-"""Issue 8 item 7: ``count_message_tokens(..., functions=...)`` equals the ``prompt_tokens`` of the
+"""``count_message_tokens(..., functions=...)`` equals the ``prompt_tokens`` of the
 request ``create_chat_completion`` sends with the same arguments — native tool definitions,
 compat instructions, the combined schema's instructions and the prefill included (real servers)."""
 

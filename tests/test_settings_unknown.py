@@ -1,4 +1,4 @@
-"""Settings, issue 8 item 12: unknown LLAMAFILE_* variables are reported with the closest known
+"""Settings: unknown LLAMAFILE_* variables are reported with the closest known
 name; lower-case names are read and ``describe()`` says where they came from."""
 
 from __future__ import annotations

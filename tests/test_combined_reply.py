@@ -1,4 +1,4 @@
-"""Issue 8 items 6 and 12: ``functions`` together with ``response_schema`` in ONE constrained reply
+"""``functions`` together with ``response_schema`` in ONE constrained reply
 (real test-bed servers), bad schemas refused before any request, native arguments as objects."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tolerant parsing, issue 8 item 8: good calls next to unreadable prose, linear work, no stray errors."""
+"""Tolerant parsing: good calls next to unreadable prose, linear work, no stray errors."""
 
 from __future__ import annotations
 
