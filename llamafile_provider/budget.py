@@ -43,7 +43,9 @@ from llamafile_provider.errors import OutputBudgetError
 
 MIN_UNITS = 8      # a free string shorter than this is useless: below it, the budget is too small
 FULL_ARRAYS = 8    # items per free array when the budget allows
-MAX_DIGITS = 20
+# 10**18 - 1 still fits a signed 64-bit integer: llama-server's tool-call parser refuses
+# integer bounds beyond int64 (400 "At least one of min_value or max_value must be set").
+MAX_DIGITS = 18
 _EXPONENT = 5      # e, sign, up to 3 digits (the GBNF number rule)
 _UNIT_BYTES = 3    # a BMP character in UTF-8, or a two-character escape
 

@@ -83,19 +83,29 @@ class PrefillRoute(str, Enum):
 
     CHAT = "chat"  # llama-server continues a trailing assistant message itself
     CONTINUE = "continue"  # classic: render the prompt here, continue it with /completion
-    DROP = "drop"  # the server would close the turn and the reply would repeat the prefill
+    DROP = "drop"  # a constrained reply, or a server that would close the turn and repeat the prefill
 
 
 def prefill_route(info: ServerInfo, prefill: str, shape: Mapping[str, Any]) -> PrefillRoute:
     """The route for ``prefill`` on this server, given the request's tool / structure ``shape``.
 
-    A GBNF grammar (classic's way to constrain) already decides how the reply starts, and a
-    prefill the grammar does not expect would break it, so constrained replies drop it; so do
-    llamafiler (whose template is unknown) and a classic server whose layout the probe did
-    not recognise.
+    A constrained reply (a GBNF grammar or a JSON schema) already decides how the reply starts,
+    and its grammar matches a whole reply, not a continuation: every dialect drops the prefill
+    there (llama-server refuses the pair with 400 "Failed to initialize samplers"). So do
+    llamafiler (whose template is unknown) and a classic server whose layout the probe did not
+    recognise, since they would close the prefilled turn and the reply would repeat it.
     """
-    if not prefill or info.dialect is Dialect.LLAMA_SERVER:
+    if not prefill:
         return PrefillRoute.CHAT
-    if info.dialect is Dialect.CLASSIC and info.chat_format and "grammar" not in (shape.get("extra_body") or {}):
+    if constrained(shape):
+        return PrefillRoute.DROP
+    if info.dialect is Dialect.LLAMA_SERVER:
+        return PrefillRoute.CHAT
+    if info.dialect is Dialect.CLASSIC and info.chat_format:
         return PrefillRoute.CONTINUE
     return PrefillRoute.DROP
+
+
+def constrained(shape: Mapping[str, Any]) -> bool:
+    """True when a request shape constrains the reply (a grammar or a JSON schema)."""
+    return "grammar" in (shape.get("extra_body") or {}) or "response_format" in shape

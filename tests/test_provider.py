@@ -156,6 +156,21 @@ async def test_prefill_is_continued(mistral_server: RunningServer) -> None:
     assert response.message.content.startswith('{"thoughts":')
 
 
+@pytest.mark.parametrize("max_output_tokens", [None, 48])  # a JSON schema, and the bounded grammar
+async def test_prefill_with_a_response_schema_is_dropped_not_refused(
+        chatml_server: RunningServer, max_output_tokens: int | None, caplog: pytest.LogCaptureFixture) -> None:
+    """llama-server refuses a prefill under a grammar (400 "Failed to initialize samplers"); the
+    constraint already fixes how the reply starts, so the prefill goes, with one log line."""
+    async with provider_for(chatml_server) as provider:
+        response = await provider.create_chat_completion(
+            [{"role": "user", "content": "Forecast for Paris?"}], response_schema=Forecast,
+            prefill_response='{"city":', max_output_tokens=max_output_tokens)
+    assert isinstance(response.parsed_result, Forecast) and response.usage.requests == 1
+    assert [r.message for r in caplog.records if "prefill dropped" in r.message] == [
+        f"{chatml_server.base_url} (llama-server): prefill dropped, "
+        "the reply is constrained to a schema, which fixes how it starts"]
+
+
 async def test_unknown_keyword_arguments_are_dropped(chatml_server: RunningServer) -> None:
     async with provider_for(chatml_server) as provider:
         response = await provider.create_chat_completion(
