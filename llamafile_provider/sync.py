@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from llamafile_provider.errors import ConfigurationError
 from llamafile_provider.messages import ChatResponse, MessageLike, Usage
 from llamafile_provider.provider import LlamafileProvider
-from llamafile_provider.routing import ModelInfo
+from llamafile_provider.routing import FunctionLike, ModelInfo
 from llamafile_provider.settings import LlamafileSettings
 from llamafile_provider.tokenizer import Tokenizer
 
@@ -80,8 +80,11 @@ class SyncLlamafileProvider:
     def count_tokens(self, text: str, model_name: str = "smart") -> int:
         return self.provider.count_tokens(text, model_name)
 
-    def count_message_tokens(self, messages: Sequence[MessageLike] | MessageLike, model_name: str = "smart") -> int:
-        return self.provider.count_message_tokens(messages, model_name)
+    def count_message_tokens(self, messages: Sequence[MessageLike] | MessageLike, model_name: str = "smart",
+                             functions: Sequence[FunctionLike] | None = None, **request: Any) -> int:
+        """The prompt tokens of the request ``create_chat_completion`` would send with the same
+        arguments (``tool_choice``, ``prefill_response``, ``response_schema``, ``max_output_tokens``)."""
+        return self.provider.count_message_tokens(messages, model_name, functions, **request)
 
     def get_token_limit(self, model_name: str = "smart") -> int:
         return self.provider.get_token_limit(model_name)

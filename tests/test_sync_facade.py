@@ -42,6 +42,18 @@ def test_a_plain_script_loop(chatml_server: RunningServer) -> None:
     llm.close()  # twice is fine
 
 
+def test_counts_take_the_request_arguments(hermes_server: RunningServer) -> None:
+    """With functions, the count is the native request's prompt (tool definitions included)."""
+    weather = {"name": "get_weather", "description": "Current weather for a city",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    with SyncLlamafileProvider(api_base=hermes_server.base_url) as llm:
+        reply = llm.create_chat_completion(HI, functions=[weather], tool_choice="required", max_output_tokens=48)
+        counted = llm.count_message_tokens(HI, functions=[weather], tool_choice="required", max_output_tokens=48)
+        plain = llm.count_message_tokens(HI)
+    assert reply.tool_mode == "native" and reply.usage.requests == 1
+    assert counted == reply.usage.prompt_tokens > plain
+
+
 def test_leaving_a_stream_early_closes_it(chatml_server: RunningServer) -> None:
     with SyncLlamafileProvider(smart_llm_url=chatml_server.base_url) as llm:
         for _ in llm.stream_chat_completion(HI, max_output_tokens=3000, ignore_eos=True):
