@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamafile_provider.errors import OutputBudgetError
+from llamafile_provider.gbnf import MISSING, resolve_ref
 
 MIN_UNITS = 8      # a free string shorter than this is useless: below it, the budget is too small
 FULL_ARRAYS = 8    # items per free array when the budget allows
@@ -137,8 +138,8 @@ class _Walker:
         if ref in self._active:
             raise OutputBudgetError(f"the reply schema is recursive ({ref}), so no output budget can bound it; "
                                     "pass max_output_tokens=None or make the schema non-recursive.", needed=None)
-        target = _resolve(self.root, ref)
-        if target is None:
+        target = resolve_ref(self.root, ref)
+        if target is MISSING:
             return self.free_value()
         self._active.append(ref)
         try:
@@ -194,21 +195,6 @@ class _Walker:
 def _typed(node: dict[str, Any]) -> bool:
     return any(k in node for k in ("$ref", "const", "enum", "anyOf", "oneOf", "allOf", "properties", "required",
                                    "additionalProperties", "items"))
-
-
-def _resolve(root: Any, ref: str) -> Any:
-    if not ref.startswith("#"):
-        return None
-    node = root
-    for raw in [p for p in ref[1:].split("/") if p]:
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
 
 
 def _merged(shape: list[Any]) -> list[Any]:

@@ -203,8 +203,8 @@ class _Converter:
 
     def ref(self, ref: str) -> str:
         if ref not in self._refs:
-            target = _resolve(self.root, ref)
-            if target is _MISSING:
+            target = resolve_ref(self.root, ref)
+            if target is MISSING:
                 return self.use("value")  # remote or broken ref: accept anything
             name = self.fresh("ref-" + (ref.rstrip("/").rsplit("/", 1)[-1] if ref != "#" else "root"))
             self._refs[ref] = name
@@ -268,13 +268,13 @@ class _Converter:
         return self.add(hint, f'"[" ws {sequence} "]"' if low else f'"[" ws ( {sequence} )? "]"')
 
 
-_MISSING = object()
+MISSING = object()  # what resolve_ref returns for a pointer that leads nowhere
 
 
-def _resolve(root: Any, ref: str) -> Any:
-    """The target of a local JSON-pointer ``$ref`` (``#`` or ``#/a/b``), or ``_MISSING``."""
+def resolve_ref(root: Any, ref: str) -> Any:
+    """The target of a local JSON-pointer ``$ref`` (``#`` or ``#/a/b``), or ``MISSING``."""
     if not ref.startswith("#"):
-        return _MISSING
+        return MISSING
     node = root
     for raw in [p for p in ref[1:].split("/") if p]:
         part = raw.replace("~1", "/").replace("~0", "~")
@@ -283,7 +283,7 @@ def _resolve(root: Any, ref: str) -> Any:
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            return _MISSING
+            return MISSING
     return node
 
 
