@@ -228,14 +228,30 @@ def loads_lenient(text: str) -> tuple[Any, str | None]:
     """(value, None) for JSON, JSON with trailing commas or bare keys, or Python-literal JSON;
     else (None, why)."""
     try:
-        return json.loads(text, strict=False), None
+        value = json.loads(text, strict=False)
     except (ValueError, RecursionError) as exc:
         first_error = str(exc)
+    else:  # json's own depth limit follows sys.getrecursionlimit(), which others may raise
+        if _depth(value) <= MAX_DEPTH:
+            return value, None
+        return None, f"it is nested more than {MAX_DEPTH} levels deep"
     stripped = text.strip()
     roots = scan(stripped)
     if len(roots) == 1 and roots[0].start == 0 and roots[0].end == len(stripped) and roots[0].error is None:
         return roots[0].value, None
     return None, first_error
+
+
+def _depth(value: Any) -> int:
+    """How many levels of lists and objects ``value`` nests (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 __all__ = ["MAX_DEPTH", "Node", "loads_lenient", "scan"]

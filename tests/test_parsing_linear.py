@@ -48,6 +48,17 @@ def test_nesting_beyond_the_limit_is_refused_but_what_is_inside_is_found() -> No
     assert loads_lenient("[" * MAX_DEPTH + "]" * MAX_DEPTH)[0] is not None
 
 
+def test_the_depth_limit_does_not_follow_the_interpreters_recursion_limit() -> None:
+    """json.loads refuses deep nesting only up to sys.getrecursionlimit(), which any library may raise."""
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        value, error = loads_lenient("[" * 5000 + "]" * 5000)
+    finally:
+        sys.setrecursionlimit(before)
+    assert value is None and error == f"it is nested more than {MAX_DEPTH} levels deep"
+
+
 def test_lenient_values() -> None:
     assert loads_lenient("{a: 'it\\'s', b: [1, 2.5e1, True, None,],}") == (
         {"a": "it's", "b": [1, 25.0, True, None]}, None)
