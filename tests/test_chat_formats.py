@@ -86,5 +86,10 @@ def test_prefill_route_per_dialect() -> None:
     assert classic.prefill_route(known, "{", grammar) is route.DROP
     assert classic.prefill_route(unknown, "{", {}) is route.DROP
     assert classic.prefill_route(ServerInfo("http://x", Dialect.LLAMAFILER), "{", {}) is route.DROP
-    assert classic.prefill_route(ServerInfo("http://x", Dialect.LLAMA_SERVER), "{", grammar) is route.CHAT
+    llama_server = ServerInfo("http://x", Dialect.LLAMA_SERVER)
+    assert classic.prefill_route(llama_server, "{", {}) is route.CHAT
+    # a constrained reply drops the prefill on every dialect (llama-server: 400 under a grammar)
+    schema = {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}
+    assert classic.prefill_route(llama_server, "{", grammar) is route.DROP
+    assert classic.prefill_route(llama_server, "{", schema) is route.DROP
     assert classic.prefill_route(known, "", grammar) is route.CHAT
