@@ -73,8 +73,8 @@ async def test_prefill_with_a_grammar_is_dropped_with_one_log_line(classic_serve
     assert reply.message.content is not None and not reply.message.content.startswith(PREFILL)
     assert isinstance(reply.parsed_result, dict) and "answer" in reply.parsed_result
     assert [r.message for r in caplog.records].count(
-        f"{classic_server.base_url} (classic) would close the prefilled assistant turn and repeat it; "
-        "prefill dropped") == 1
+        f"{classic_server.base_url} (classic): prefill dropped, "
+        "the reply is constrained to a schema, which fixes how it starts") == 1
 
 
 async def test_finish_reason_says_length_at_the_token_limit(classic_server: RunningServer) -> None:
