@@ -251,12 +251,9 @@ def read_combined(mode: ToolMode, content: str | None, functions: Sequence[Funct
         if body is None:
             return _checked(Reply(content, problems=["the reply holds no JSON object"]), functions, choice)
     else:
-        try:
-            body = json.loads(content)
-        except json.JSONDecodeError as exc:  # cut off by max_tokens, most likely
-            return Reply(content, problems=[f"the reply is not complete JSON ({exc.msg}); keep it shorter"])
-        except RecursionError:
-            return Reply(content, problems=["the reply is nested too deeply; keep it flat"])
+        body, unreadable = _json_reply(content)
+        if unreadable is not None:
+            return unreadable
     if not isinstance(body, dict):
         return Reply(content, problems=["the reply must be a JSON object"])
     call = body.pop(TOOL_CALL_KEY, None)
@@ -290,13 +287,20 @@ def native_arguments(raw: Any) -> tuple[Any, str | None]:
     return None, f"they are a JSON {type(raw).__name__}, not an object"
 
 
-def _constrained(content: str) -> Reply:
+def _json_reply(content: str) -> tuple[Any, Reply | None]:
+    """A constrained reply's JSON, or the problem reply that says why it does not read."""
     try:
-        body = json.loads(content)
+        return json.loads(content), None
     except json.JSONDecodeError as exc:  # cut off by max_tokens, most likely
-        return Reply(content, problems=[f"the reply is not complete JSON ({exc.msg}); keep it shorter"])
+        return None, Reply(content, problems=[f"the reply is not complete JSON ({exc.msg}); keep it shorter"])
     except RecursionError:
-        return Reply(content, problems=["the reply is nested too deeply; keep it flat"])
+        return None, Reply(content, problems=["the reply is nested too deeply; keep it flat"])
+
+
+def _constrained(content: str) -> Reply:
+    body, unreadable = _json_reply(content)
+    if unreadable is not None:
+        return unreadable
     if isinstance(body, dict) and isinstance(body.get("tool_calls"), list):
         calls = [FunctionCall(name=str(c.get("name", "")), arguments=c.get("arguments") or {})
                  for c in body["tool_calls"] if isinstance(c, dict) and isinstance(c.get("arguments", {}), dict)]
