@@ -20,6 +20,19 @@ from testbed.server import RunningServer, ServerConfig, ServerPool
 TEST_API_KEY = "sk-test-bed-key-0123456789"
 
 
+@pytest.fixture
+def mocked_llama_server(httpx_mock: Any) -> str:
+    """The URL of a replayed llama-server that answers its probe (/props, /v1/models, /tokenize),
+    for the few behaviours no real server shows on cue; each test adds the replies it needs."""
+    url = "http://127.0.0.1:9"
+    httpx_mock.add_response(url=url + "/props", json={
+        "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}", "bos_token": "<s>",
+        "eos_token": "</s>", "total_slots": 1, "default_generation_settings": {"n_ctx": 4096}})
+    httpx_mock.add_response(url=url + "/v1/models", json={"data": [{"id": "m"}]})
+    httpx_mock.add_response(url=url + "/tokenize", json={"tokens": [1]}, is_reusable=True)
+    return url
+
+
 @pytest.fixture(scope="session")
 def testbed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
     try:

@@ -152,14 +152,9 @@ async def test_a_hung_server_costs_one_timeout_not_one_per_retry(own_server: Run
     assert elapsed < 15
 
 
-async def test_read_timeouts_are_not_retried(httpx_mock: HTTPXMock) -> None:
+async def test_read_timeouts_are_not_retried(httpx_mock: HTTPXMock, mocked_llama_server: str) -> None:
     """The same rule where a real server cannot time out on cue (bodies as llama-server sends them)."""
-    url = "http://127.0.0.1:9"
-    httpx_mock.add_response(url=url + "/props", json={
-        "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}", "bos_token": "<s>",
-        "eos_token": "</s>", "total_slots": 1, "default_generation_settings": {"n_ctx": 4096}})
-    httpx_mock.add_response(url=url + "/v1/models", json={"data": [{"id": "m"}]})
-    httpx_mock.add_response(url=url + "/tokenize", json={"tokens": [1]}, is_reusable=True)
+    url = mocked_llama_server
     httpx_mock.add_exception(httpx.ReadTimeout("slow"), url=url + "/v1/chat/completions")
     async with LlamafileProvider(smart_llm_url=url, max_retries=3) as provider:
         with pytest.raises(ServerTimeoutError, match="did not answer in time"):

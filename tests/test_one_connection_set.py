@@ -55,14 +55,9 @@ async def test_edge_and_sdk_requests_share_one_client(chatml_server: RunningServ
     assert server.http.is_closed
 
 
-async def test_the_one_retry_policy_covers_embeddings(httpx_mock: HTTPXMock) -> None:
+async def test_the_one_retry_policy_covers_embeddings(httpx_mock: HTTPXMock, mocked_llama_server: str) -> None:
     """A 503 is retried for embeddings as for chat (bodies as llama-server sends them)."""
-    url = "http://127.0.0.1:9"
-    httpx_mock.add_response(url=url + "/props", json={
-        "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}", "bos_token": "<s>",
-        "eos_token": "</s>", "total_slots": 1, "default_generation_settings": {"n_ctx": 4096}})
-    httpx_mock.add_response(url=url + "/v1/models", json={"data": [{"id": "m"}]})
-    httpx_mock.add_response(url=url + "/tokenize", json={"tokens": [1]}, is_reusable=True)
+    url = mocked_llama_server
     httpx_mock.add_response(url=url + "/v1/embeddings", status_code=503,
                             json={"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})
     httpx_mock.add_response(url=url + "/v1/embeddings", json={

@@ -93,15 +93,10 @@ async def test_usage_is_counted_when_the_server_sends_it(chatml_server: RunningS
     assert 0 < provider.usage.completion_tokens <= 8
 
 
-async def test_an_error_event_mid_stream_is_typed(httpx_mock: HTTPXMock) -> None:
+async def test_an_error_event_mid_stream_is_typed(httpx_mock: HTTPXMock, mocked_llama_server: str) -> None:
     """llama-server reports a failure after streaming began as ``data: {"error": {...}}``
     (format_oai_sse in its server-context.cpp); no real server fails on cue, so the body is replayed."""
-    url = "http://127.0.0.1:9"
-    httpx_mock.add_response(url=url + "/props", json={
-        "chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}", "bos_token": "<s>",
-        "eos_token": "</s>", "total_slots": 1, "default_generation_settings": {"n_ctx": 4096}})
-    httpx_mock.add_response(url=url + "/v1/models", json={"data": [{"id": "m"}]})
-    httpx_mock.add_response(url=url + "/tokenize", json={"tokens": [1]}, is_reusable=True)
+    url = mocked_llama_server
     chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
              "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]}
     error = {"code": 500, "message": "llama_decode failed", "type": "server_error"}
