@@ -127,7 +127,7 @@ def test_a_server_that_moves_to_port_plus_one_is_not_reported_up(
     source = tmp_path / "source"
     source.mkdir()
     stand_in(source / "mover.llamafile", llama_server_binary, model=models["chatml"], move_port=True)
-    port = free_port()
+    port = _free_port_pair()  # the stand-in moves to port+1, which must be free too
     with file_server(source) as files:
         env = script_env(tmp_path, LLAMAFILE_SMART_MODEL_URL=f"{files.url}/mover.llamafile",
                          LLAMAFILE_FAST_MODEL_URL="same", LLAMAFILE_SMART_PORT=str(port))
@@ -194,3 +194,15 @@ def test_foreground_one_model_for_both_stops_on_sigterm(
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def _free_port_pair() -> int:
+    """A free loopback port whose successor is free as well (checked by binding it)."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
