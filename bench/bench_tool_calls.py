@@ -5,15 +5,17 @@
 For each model — the tiny random-weight test-bed models (mistral, chatml, llama3, hermes
 templates) on llama-server and on the classic b2282 server (``classic-<name>``: the GBNF path),
 and the real SmolLM2-135M-Instruct and Gemma 3 270M (``testbed.real_models``) — 20
-requests "What is the weather in <City>?" offering get_weather(city), ``tool_choice="required"``,
+requests "What is the weather / time in <City>?" offering get_weather(city) and get_time(city),
+``tool_choice="required"``,
 ``max_output_tokens=64``, ``fix_failed_parse_tries=0`` (so only the first try counts), a fixed
-seed per request. Counted: replies that are a valid call (``valid``), and calls whose ``city`` is
-the city asked for (``args_right``). Every model runs twice side by side: ``unbounded`` (the
+seed per request. Counted: replies that are a valid call (``valid``), and calls that name the
+function and the ``city`` asked for (``args_right``). Every model runs twice side by side: ``unbounded`` (the
 schema sent as it is, as before ``budget.py``) and ``bounded`` (the schema narrowed to close
 within the budget). The hermes model runs natively (its template has tools) and, forced, in
 constrained mode. Prints a table and the JSON of the counts.
 
-Target: bounded ``valid`` = requests on every row.
+Target: bounded ``valid`` = requests on every row. ``measure`` is ``bench.run``'s p4 section:
+constrained vs compat, bounded, on every model.
 """
 
 from __future__ import annotations
@@ -28,18 +30,22 @@ from contextlib import contextmanager
 from typing import Any
 from unittest import mock
 
+from bench.common import TINY, Progress, pool, real_config, reps, tiny_models
 from llamafile_provider import provider as provider_module
 from llamafile_provider.errors import LlamafileError
 from llamafile_provider.provider import LlamafileProvider
-from testbed import ensure_classic_server, ensure_testbed
-from testbed.real_models import REAL_MODELS, ensure_real_model
+from testbed.real_models import REAL_MODELS
 from testbed.server import ServerConfig, ServerPool
 
 WEATHER = {"name": "get_weather", "description": "Current weather in a city.",
            "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}}
+TIME = {"name": "get_time", "description": "Current local time in a city.",
+        "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}}
+# Every third request asks for the time: the right call names the function AND the city asked for.
+QUESTIONS = ((WEATHER, "What is the weather in {city}?"), (WEATHER, "Is it raining in {city}?"),
+             (TIME, "What time is it in {city}?"))
 CITIES = ["Paris", "Berlin", "Tokyo", "Madrid", "Rome", "Cairo", "Lima", "Oslo", "Vienna", "Dublin",
           "Lisbon", "Prague", "Warsaw", "Athens", "Nairobi", "Sydney", "Toronto", "Chicago", "Seoul", "Mumbai"]
-TINY = ("mistral", "chatml", "llama3", "hermes")
 CLASSIC = tuple(f"classic-{name}" for name in TINY)
 
 
@@ -59,9 +65,10 @@ async def run(url: str, tool_mode: str, requests: int, max_tokens: int) -> dict[
                                  fix_failed_parse_tries=0) as llm:
         for i in range(requests):
             city = CITIES[i % len(CITIES)]
+            function, question = QUESTIONS[i % len(QUESTIONS)]
             try:
                 reply = await llm.create_chat_completion(
-                    [{"role": "user", "content": f"What is the weather in {city}?"}], functions=[WEATHER],
+                    [{"role": "user", "content": question.format(city=city)}], functions=[WEATHER, TIME],
                     tool_choice="required", max_output_tokens=max_tokens, seed=i)
             except LlamafileError:
                 continue
@@ -69,27 +76,24 @@ async def run(url: str, tool_mode: str, requests: int, max_tokens: int) -> dict[
             tokens = max(tokens, reply.usage.completion_tokens)
             modes.add(reply.tool_mode or "")
             calls = reply.message.tool_calls
-            right += bool(calls) and str(calls[0].function.arguments.get("city", "")).strip().lower() == city.lower()
+            right += bool(calls) and calls[0].function.name == function["name"] and str(
+                calls[0].function.arguments.get("city", "")).strip().lower() == city.lower()
     return {"valid": valid, "args_right": right, "max_completion_tokens": tokens, "mode": ",".join(sorted(modes))}
 
 
+def _url(name: str, servers: ServerPool, classic: ServerPool) -> str:
+    """Where ``name`` (a tiny model, ``classic-<tiny>`` or a real model) is served."""
+    tiny = tiny_models()
+    if name in CLASSIC:
+        return classic.get(ServerConfig(model=tiny[name.removeprefix("classic-")], classic=True)).base_url
+    return servers.get(real_config(name) if name in REAL_MODELS else ServerConfig(model=tiny[name])).base_url
+
+
 async def bench(models: list[str], requests: int, max_tokens: int) -> list[dict[str, Any]]:
-    binary, tiny = ensure_testbed()
     rows: list[dict[str, Any]] = []
-    classic_binary = ensure_classic_server() if any(m in CLASSIC for m in models) else None
-    with _closing(ServerPool(binary)) as pool, _closing(ServerPool(classic_binary or binary)) as classic_pool:
+    with pool() as servers, pool(classic=True) as classic:
         for name in models:
-            if name in CLASSIC:
-                config = ServerConfig(model=tiny[name.removeprefix("classic-")], classic=True)
-                url = classic_pool.get(config).base_url
-            elif name in REAL_MODELS:
-                model = REAL_MODELS[name]
-                extra = ("--chat-template-file", str(model.chat_template)) if model.chat_template else ()
-                config = ServerConfig(model=ensure_real_model(model), ctx_size=8192, slots=1, extra_args=extra)
-            else:
-                config = ServerConfig(model=tiny[name])
-            if name not in CLASSIC:
-                url = pool.get(config).base_url
+            url = _url(name, servers, classic)
             for tool_mode in ("auto", "constrained") if name == "hermes" else ("auto",):
                 for variant in ("unbounded", "bounded"):
                     started = time.monotonic()
@@ -104,18 +108,34 @@ async def bench(models: list[str], requests: int, max_tokens: int) -> list[dict[
     return rows
 
 
-@contextmanager
-def _closing(pool: ServerPool) -> Iterator[ServerPool]:
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
 def _line(row: dict[str, Any]) -> str:
     return (f"{row['model']:15} {row['tool_mode']:11} {row['variant']:9} valid {row['valid']:2}/{row['requests']}"
             f"  args_right {row['args_right']:2}/{row['requests']}  max_tokens_used {row['max_completion_tokens']:3}"
             f"  mode {row['mode']:11} {row['seconds']:6.1f}s")
+
+
+async def measure(progress: Progress) -> dict[str, float]:
+    """p4: first-try valid calls, constrained vs compat, on the tiny models (llama-server and
+    classic) and the real ones; how often the real models' calls are the one asked for."""
+    requests = reps(20, 5)
+    totals = {"constrained": [0, 0], "compat": [0, 0]}
+    right = asked = 0
+    result: dict[str, float] = {}
+    with pool() as servers, pool(classic=True) as classic:
+        for name in [*TINY, *CLASSIC, *REAL_MODELS]:
+            url = _url(name, servers, classic)
+            for tool_mode in totals:
+                counts = await run(url, tool_mode, requests, 64)
+                progress(f"p4: {name:15} {tool_mode:11} valid {counts['valid']}/{requests}"
+                         f"  right {counts['args_right']}/{requests}")
+                totals[tool_mode][0] += counts["valid"]
+                totals[tool_mode][1] += requests
+                result[f"p4_valid_{tool_mode}_{name}"] = counts["valid"] / requests
+                if name in REAL_MODELS:
+                    right, asked = right + counts["args_right"], asked + requests
+    return {"p4_valid_fraction_constrained": round(totals["constrained"][0] / totals["constrained"][1], 3),
+            "p4_valid_fraction_compat": round(totals["compat"][0] / totals["compat"][1], 3),
+            "p4_argument_accuracy": round(right / asked, 3), **result}
 
 
 def main() -> None:
