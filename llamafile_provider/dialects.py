@@ -223,7 +223,12 @@ def _json_object(response: httpx.Response, base_url: str) -> dict[str, Any]:
     except ValueError:
         body = None
     if not isinstance(body, dict):
+        try:
+            path = response.request.url.path
+        except RuntimeError:  # a response built by hand has no request
+            path = ""
         raise MalformedResponseError(
-            f"{base_url} answered ({response.status_code}) with something that is not a JSON object: "
-            f"{response.text[:200]!r}", url=base_url)
+            f"{base_url}{path} answered ({response.status_code}) with something that is not a JSON object: "
+            f"{response.text[:200]!r}. Check that a llamafile or llama.cpp server (not another program) "
+            "listens at that URL (LLAMAFILE_SMART_LLM_URL / LLAMAFILE_FAST_LLM_URL).", url=base_url)
     return body
