@@ -34,7 +34,7 @@ from typing import Any
 from llamafile_provider.budget import BoundedSchema, bound_schema
 from llamafile_provider.dialects import Dialect, ServerInfo
 from llamafile_provider.gbnf import schema_to_gbnf
-from llamafile_provider.messages import ChatMessage, FunctionCall, FunctionSpec
+from llamafile_provider.messages import ChatMessage, FunctionCall, FunctionSpec, Role
 from llamafile_provider.lenient_json import scan
 from llamafile_provider.parsing import loads_lenient, parse_tool_calls
 from llamafile_provider.tools import (
@@ -166,11 +166,16 @@ def combined_request(info: ServerInfo, mode: ToolMode, functions: Sequence[Funct
 def request_conversation(messages: Sequence[ChatMessage], mode: ToolMode | None, functions: Sequence[FunctionSpec],
                          choice: ToolChoice | None, response_schema: Mapping[str, Any] | None, prefill: str,
                          extra: Sequence[ChatMessage] = ()) -> list[ChatMessage]:
-    """The turns a chat request sends, before folding: the caller's, the compat instructions,
-    the feedback turns so far, the prefill. Token counting builds its prompt with this too."""
+    """The turns a chat request sends, before folding: the caller's with the compat
+    instructions right after their leading system message(s), the feedback turns so far, the
+    prefill. Token counting builds its prompt with this too.
+
+    The instructions go at a fixed place, never after the history: an agent's next step then
+    renders the same prompt prefix (the server reuses its cache) and only appends turns."""
     conversation = list(messages)
     if mode is ToolMode.COMPAT and choice:
-        conversation.append(ChatMessage.system(
+        lead = next((i for i, m in enumerate(conversation) if m.role is not Role.SYSTEM), len(conversation))
+        conversation.insert(lead, ChatMessage.system(
             combined_instructions(response_schema, functions, choice) if response_schema is not None
             else compat_instructions(functions, choice)))
     conversation += extra

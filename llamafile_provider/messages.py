@@ -119,11 +119,20 @@ class FunctionSpec(BaseModel):
 
 
 class Usage(BaseModel):
-    """Tokens used by one call, or accumulated over many."""
+    """Tokens used by one call, or accumulated over many.
+
+    ``cached_prompt_tokens`` / ``evaluated_prompt_tokens``: how much of the prompt the server
+    took from its prompt cache and how much it computed, only where the server says so
+    (llama-server's ``timings``, ``prompt_tokens_details``, classic ``/completion``'s timings).
+    None means "not reported" (classic chat replies and llamafiler report nothing), never zero;
+    a total adds the calls that reported and stays None while none has.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     requests: int = 0
+    cached_prompt_tokens: int | None = None
+    evaluated_prompt_tokens: int | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -133,6 +142,10 @@ class Usage(BaseModel):
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.requests += other.requests
+        if other.cached_prompt_tokens is not None:
+            self.cached_prompt_tokens = (self.cached_prompt_tokens or 0) + other.cached_prompt_tokens
+        if other.evaluated_prompt_tokens is not None:
+            self.evaluated_prompt_tokens = (self.evaluated_prompt_tokens or 0) + other.evaluated_prompt_tokens
 
 
 class ChatResponse(BaseModel, Generic[T]):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import httpx
@@ -26,11 +25,6 @@ from llamafile_provider.errors import (
     CompletionError,
     InvalidToolCallError,
     RequestRejectedError,
-    ServerError,
-    ServerInternalError,
-    ServerLoadingError,
-    ServerTimeoutError,
-    ServerUnreachableError,
     UnsupportedFeatureError,
 )
 from llamafile_provider.messages import (
@@ -41,17 +35,23 @@ from llamafile_provider.messages import (
     Usage,
     as_messages,
 )
+from llamafile_provider.placement import conversation_key
 from llamafile_provider.preflight import fit_context
-from llamafile_provider.request import PASSTHROUGH, Plan, call_text, chat_request, mode_refused, sampling_arguments
-from llamafile_provider.routing import (
+from llamafile_provider.request import (
+    PASSTHROUGH,
     FunctionLike,
-    ModelInfo,
+    Plan,
     ResponseSchema,
-    Router,
-    Server,
     as_function_specs,
+    cache_counts,
+    call_text,
+    chat_request,
+    mode_refused,
+    reuse_part,
+    sampling_arguments,
     schema_of,
 )
+from llamafile_provider.routing import CALL_ALIAS, SEAT, ModelInfo, Router, Server, failover
 from llamafile_provider.settings import LlamafileSettings, load_settings
 from llamafile_provider.tokenizer import Tokenizer
 from llamafile_provider.tools import (
@@ -65,12 +65,8 @@ from llamafile_provider.tools import (
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-# The alias ("smart" / "fast") the current failover call counts its usage under; set per call
-# (per asyncio task), because one server may serve both aliases.
-_CALL_ALIAS: ContextVar[str | None] = ContextVar("llamafile_call_alias", default=None)
 
-# Worth another server: the one we asked is down, loading, too slow, or broken.
-FAILOVER_ERRORS = (ServerUnreachableError, ServerLoadingError, ServerTimeoutError, ServerInternalError)
+
 class OpenAICompatibleProvider:
     """Chat completions on any OpenAI-compatible server, with typed errors and usage totals."""
 
@@ -83,17 +79,20 @@ class OpenAICompatibleProvider:
         """One chat request: the server's one retry policy and error mapping live in the edge."""
         return await server.chat(dialect, request)
 
-    def _count(self, server: Server, reported: Any, requests: int = 1, alias: str | None = None) -> Usage:
+    def _count(self, server: Server, reported: Any, requests: int = 1, alias: str | None = None,
+               extra: dict[str, Any] | None = None) -> Usage:
         """Add one call's usage to the instance totals (overall and per model alias: the alias the
-        call was made for, which a URL shared by smart and fast cannot tell)."""
+        call was made for, which a URL shared by smart and fast cannot tell). ``extra``: the
+        reply's fields the SDK does not know (llama-server's ``timings``), for cache accounting."""
         usage = Usage(requests=requests)
         if isinstance(reported, dict):  # a stream chunk's usage on openai < 1.26 stays a plain dict
             usage.prompt_tokens = int(reported.get("prompt_tokens") or 0)
             usage.completion_tokens = int(reported.get("completion_tokens") or 0)
         elif reported is not None:
             usage.prompt_tokens, usage.completion_tokens = reported.prompt_tokens, reported.completion_tokens
+        usage.cached_prompt_tokens, usage.evaluated_prompt_tokens = cache_counts(reported, extra, usage.prompt_tokens)
         self.usage.add(usage)
-        self.usage_by_model.setdefault(alias or _CALL_ALIAS.get() or server.alias, Usage()).add(usage)
+        self.usage_by_model.setdefault(alias or CALL_ALIAS.get() or server.alias, Usage()).add(usage)
         return usage
 
 
@@ -117,9 +116,13 @@ class LlamafileProvider(OpenAICompatibleProvider):
         *,
         tool_choice: ToolChoiceLike = "auto",
         response_schema: Any = None,
+        session: str | None = None,
         **kwargs: Any,
     ) -> ChatResponse[T]:
         """One assistant turn: content, validated tool calls, the parser's result and usage.
+
+        ``session`` names the conversation (an agent) so its steps stay on the server slot that
+        caches its prompt; without it the conversation's first message(s) identify it.
 
         Invalid tool calls and parser errors are fed back to the model and retried up to
         ``fix_failed_parse_tries`` times; then ``InvalidToolCallError`` / ``CompletionError``.
@@ -150,7 +153,7 @@ class LlamafileProvider(OpenAICompatibleProvider):
                     logger.warning("%s refused %s tool calls (%s); using %s", server.url, mode.value, exc, lower.value)
                     mode = server.learned_mode = lower
 
-        return await self._failover(model_name, on)
+        return await failover(self.router, model_name, on, conversation_key(messages, session))
 
     async def _converse(self, server: Server, info: ServerInfo, mode: ToolMode | None, messages: list[ChatMessage],
                         specs: list[FunctionSpec], choice: ToolChoice | None,
@@ -173,16 +176,20 @@ class LlamafileProvider(OpenAICompatibleProvider):
                            "the reply is constrained to a schema, which fixes how it starts" if classic.constrained(shape)
                            else "the server would close the prefilled assistant turn and repeat it")
             prefill = ""
+        seat = SEAT.get()
+        reuse = reuse_part(info.dialect, self.settings.cache_prompt, seat.slot if seat else None)
         for _ in range(tries + 1):
             conversation = cascade.request_conversation(messages, mode, specs, choice, target,
                                                         prefill if route is classic.PrefillRoute.CHAT else "", extra)
             request = await fit_context(
                 server, info, conversation, lambda turns: chat_request(
                     info, turns, native_tools=mode is ToolMode.NATIVE, max_output_tokens=max_output_tokens,
-                    parts=(sampling, shape)), max_output_tokens, trim=self.settings.trim_history)
+                    parts=(sampling, shape, reuse)), max_output_tokens, trim=self.settings.trim_history)
             completion = await (self._continue(server, info, request, prefill) if route is classic.PrefillRoute.CONTINUE
                                 else self._send(server, info.dialect, request))
-            total.add(self._count(server, completion.usage))
+            total.add(self._count(server, completion.usage, extra=completion.model_extra))
+            if seat is not None and isinstance((completion.model_extra or {}).get("slot_id"), int):
+                seat.reported = completion.model_extra["slot_id"]  # classic /completion says where it ran
             choice0 = completion.choices[0]
             native = [c.model_dump() for c in (choice0.message.tool_calls or [])]
             reply = (cascade.read_combined(mode, choice0.message.content, specs, choice) if both and mode and choice
@@ -224,7 +231,10 @@ class LlamafileProvider(OpenAICompatibleProvider):
         ``/completion`` (its chat endpoint would close the turn); read back as a chat completion."""
         prompt = chat_formats.render(info.chat_format or "", request["messages"]) + prefill
         answer = await server.client.complete(classic.completion_body(request, prompt))
-        return ChatCompletion.model_validate(classic.as_chat_completion(answer, info.model_id or "local"))
+        completion = classic.as_chat_completion(answer, info.model_id or "local")
+        # Where it ran and what it evaluated, for affinity and cache accounting (model_extra).
+        completion.update({key: answer[key] for key in ("slot_id", "timings") if key in answer})
+        return ChatCompletion.model_validate(completion)
 
     async def stream_chat_completion(self, model_prompt: Sequence[MessageLike] | MessageLike,
                                      model_name: str = "smart", max_output_tokens: int | None = None,
@@ -244,13 +254,15 @@ class LlamafileProvider(OpenAICompatibleProvider):
         request = await fit_context(
             server, info, messages, lambda turns: chat_request(
                 info, turns, native_tools=False, max_output_tokens=max_output_tokens,
-                parts=(sampling_arguments(kwargs), {"stream": True}, usage)),
+                parts=(sampling_arguments(kwargs), {"stream": True}, usage,
+                       reuse_part(info.dialect, self.settings.cache_prompt, None))),
             max_output_tokens, trim=self.settings.trim_history)
         stream = await self._send(server, info.dialect, request)
-        reported, text = None, []
+        reported, timings, text = None, None, []
         try:
             async for chunk in stream:
                 reported = getattr(chunk, "usage", None) or reported
+                timings = (chunk.model_extra or {}).get("timings") or timings
                 for part in chunk.choices:
                     if part.delta and part.delta.content:
                         text.append(part.delta.content)
@@ -259,7 +271,8 @@ class LlamafileProvider(OpenAICompatibleProvider):
             raise server.endpoint.stream_error(exc, info.dialect, "".join(text)) from exc
         finally:
             await stream.close()
-            self._count(server, reported, alias=self.router.alias_for(server, model_name))
+            self._count(server, reported, alias=self.router.alias_for(server, model_name),
+                        extra={"timings": timings} if timings else None)
 
     async def create_embedding(self, texts: Sequence[str] | str, model_name: str = "fast") -> list[list[float]]:
         """Embeddings where the dialect has them (llama-server with --embeddings, llamafiler)."""
@@ -277,53 +290,14 @@ class LlamafileProvider(OpenAICompatibleProvider):
                 vectors += await server.embed(info.dialect, info.model_id or "local", batch)
             return vectors
 
-        return await self._failover(model_name, on)
+        return await failover(self.router, model_name, on)
 
     # ------------------------------------------------------------------ routing
-    async def _failover(self, model_name: str, call: Callable[[Server], Any]) -> Any:
-        """Each candidate in turn (a down one costs seconds: short connect timeout, no retried
-        timeouts). On first contact, when every candidate is down or loading, wait for the first
-        to come up, bounded by ``LLAMAFILE_STARTUP_TIMEOUT``."""
-        errors: list[ServerError] = []
-        candidates = await self.router.acandidates(model_name)
-        asked = self.router.alias_for(candidates[0], model_name)
-        for server in candidates:
-            alias = self.router.alias_for(server, model_name)
-            if errors and alias != asked:
-                logger.warning("every %s server failed; falling back to the %s model at %s", asked, alias, server.url)
-            try:
-                result = await self._call_as(alias, server, call)
-            except FAILOVER_ERRORS as exc:
-                logger.warning("%s (%s) failed: %s", server.url, alias, exc)
-                errors.append(exc)
-                continue
-            self.router.remember(server)
-            return result
-        starting = [s for s in candidates if s.client.cached_info is None]
-        if (self.settings.startup_timeout > 0 and len(starting) == len(candidates)
-                and all(isinstance(e, (ServerUnreachableError, ServerLoadingError)) for e in errors)):
-            server = await self.router.first_ready(starting, self.settings.startup_timeout)
-            result = await self._call_as(self.router.alias_for(server, model_name), server, call)
-            self.router.remember(server)
-            return result
-        if len(errors) == 1:
-            raise errors[0]
-        raise type(errors[-1])(f"every server for {model_name!r} failed: " + " | ".join(map(str, errors)),
-                               url=errors[-1].url)
-
-    @staticmethod
-    async def _call_as(alias: str, server: Server, call: Callable[[Server], Any]) -> Any:
-        token = _CALL_ALIAS.set(alias)
-        try:
-            return await call(server)
-        finally:
-            _CALL_ALIAS.reset(token)
-
     async def _first_ready(self, model_name: str) -> Server:
         async def ready(server: Server) -> Server:
             await server.client.info()
             return server
-        server: Server = await self._failover(model_name, ready)
+        server: Server = await failover(self.router, model_name, ready)
         return server
 
     # ------------------------------------------------------------------ tokens and models

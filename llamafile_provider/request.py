@@ -7,17 +7,22 @@ Pure: built from the server's probed facts (``ServerInfo``), sent by the provide
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
+from pydantic import BaseModel, ValidationError
+
 from llamafile_provider import cascade, chat_formats, classic
 from llamafile_provider.cascade import ToolMode
-from llamafile_provider.dialects import ServerInfo
-from llamafile_provider.errors import ServerError, UnsupportedFeatureError
+from llamafile_provider.dialects import Dialect, ServerInfo
+from llamafile_provider.errors import ConfigurationError, ServerError, UnsupportedFeatureError
 from llamafile_provider.folding import fold_messages
 from llamafile_provider.messages import ChatMessage, FunctionSpec
 from llamafile_provider.tools import ToolChoice
+
+FunctionLike = FunctionSpec | Mapping[str, Any]
 
 # Sampling options the local servers understand (OpenAI's, then llama.cpp's own, which the SDK
 # only carries in ``extra_body``); anything else newer callers pass is dropped.
@@ -62,6 +67,41 @@ class Plan:
         return request, None
 
 
+def reuse_part(dialect: Dialect, cache_prompt: bool, slot: int | None) -> dict[str, Any]:
+    """The request part for prompt reuse: ``cache_prompt`` (classic b2282 defaults it to false,
+    llama-server to true, so "off" is sent as false) and the slot that holds the conversation's prefix (``id_slot`` on
+    llama-server, ``slot_id`` on classic, where only ``/completion`` honours it: b2282's chat
+    endpoint drops it). Llamafiler gets neither: it documents no such fields."""
+    if dialect is Dialect.LLAMAFILER:
+        return {}
+    extra: dict[str, Any] = {"cache_prompt": cache_prompt}
+    if slot is not None:
+        extra["id_slot" if dialect is Dialect.LLAMA_SERVER else "slot_id"] = slot
+    return {"extra_body": extra}
+
+
+def cache_counts(usage: Any, extra: Mapping[str, Any] | None,
+                 prompt_tokens: int) -> tuple[int | None, int | None]:
+    """(cached, evaluated) prompt tokens as the server reports them, else (None, None).
+
+    llama-server: ``timings.cache_n`` / ``timings.prompt_n`` (kept by the SDK in ``model_extra``),
+    or ``usage.prompt_tokens_details.cached_tokens``; classic ``/completion`` (read back by
+    ``classic.as_chat_completion``): ``timings.prompt_n`` evaluated of ``tokens_evaluated``
+    (= ``prompt_tokens``). Classic chat replies and llamafiler report neither: None, not 0.
+    """
+    timings = (extra or {}).get("timings")
+    if isinstance(timings, Mapping) and isinstance(timings.get("prompt_n"), int):
+        evaluated = int(timings["prompt_n"])
+        cached = timings.get("cache_n")
+        return (int(cached) if isinstance(cached, int) else max(prompt_tokens - evaluated, 0)), evaluated
+    details = usage.get("prompt_tokens_details") if isinstance(usage, Mapping) \
+        else getattr(usage, "prompt_tokens_details", None)
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else getattr(details, "cached_tokens", None)
+    if isinstance(cached, int):
+        return cached, max(prompt_tokens - cached, 0)
+    return None, None
+
+
 def chat_request(info: ServerInfo, messages: Sequence[ChatMessage], *, native_tools: bool,
                  max_output_tokens: int | None, parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """SDK arguments for one chat request: folded messages plus each part's arguments, with
@@ -92,3 +132,57 @@ def mode_refused(exc: ServerError) -> bool:
     text = str(exc).lower()
     return isinstance(exc, UnsupportedFeatureError) or any(
         marker in text for marker in ("grammar", "tools", "json_schema", "response_format", "sampler"))
+
+
+def as_function_specs(functions: Sequence[FunctionLike] | None) -> list[FunctionSpec]:
+    """``FunctionSpec``s from specs, OpenAI ``tools`` entries or ``{name, description, parameters}``."""
+    specs = []
+    for function in functions or []:
+        if isinstance(function, FunctionSpec):
+            specs.append(function)
+            continue
+        data = dict(function)
+        if data.get("type") == "function" and isinstance(data.get("function"), Mapping):
+            data = dict(data["function"])
+        try:
+            specs.append(FunctionSpec.model_validate(data))
+        except ValidationError as exc:
+            raise ConfigurationError(f"invalid function spec {function!r}: {exc.errors()[0]['msg']}. Expected "
+                                     '{"name": ..., "description": ..., "parameters": {JSON schema}}') from None
+    return specs
+
+
+@dataclass(frozen=True)
+class ResponseSchema:
+    """A structured-output request: the JSON schema sent to the server and how to read a reply."""
+
+    json_schema: dict[str, Any]
+    parse: Callable[[str], Any]
+
+
+def schema_of(response_schema: Any) -> ResponseSchema | None:
+    """Accept a pydantic model class or a JSON-schema dict."""
+    if response_schema is None:
+        return None
+    if isinstance(response_schema, type) and issubclass(response_schema, BaseModel):
+        model = response_schema
+
+        def parse_model(content: str) -> Any:
+            return model.model_validate_json(content)
+
+        return ResponseSchema(model.model_json_schema(), parse_model)
+    if isinstance(response_schema, Mapping):
+        schema = dict(response_schema)
+        try:
+            validator = jsonschema.Draft202012Validator(schema)
+        except jsonschema.SchemaError as exc:
+            raise ConfigurationError(f"response_schema is not a valid JSON schema: {exc.message}") from None
+
+        def parse_json(content: str) -> Any:
+            value = json.loads(content)
+            validator.validate(value)
+            return value
+
+        return ResponseSchema(schema, parse_json)
+    raise ConfigurationError(f"response_schema must be a pydantic model class or a JSON-schema dict, "
+                             f"not {type(response_schema).__name__}")

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import jsonschema
 import openai
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from llamafile_provider.cascade import ToolMode, choose_tool_mode
 from llamafile_provider.dialects import Dialect, ServerInfo
@@ -34,7 +33,7 @@ from llamafile_provider.errors import (
     ServerTimeoutError,
     ServerUnreachableError,
 )
-from llamafile_provider.messages import FunctionSpec
+from llamafile_provider.placement import Placement
 from llamafile_provider.retry import RetryPolicy
 from llamafile_provider.server import AsyncServerClient, Endpoint, ServerClient
 from llamafile_provider.settings import LlamafileSettings
@@ -42,8 +41,9 @@ from llamafile_provider.tokenizer import AsyncTokenizer, Tokenizer
 
 logger = logging.getLogger(__name__)
 
-FunctionLike = FunctionSpec | Mapping[str, Any]
 GROUPS = ("smart", "fast")
+# Worth another server: the one we asked is down, loading, too slow, or broken.
+FAILOVER_ERRORS = (ServerUnreachableError, ServerLoadingError, ServerTimeoutError, ServerInternalError)
 
 
 class Server:
@@ -72,6 +72,12 @@ class Server:
 
     def __repr__(self) -> str:
         return f"Server({self.url!r}, aliases={self.aliases})"
+
+    @property
+    def slot_count(self) -> int | None:
+        """Slots the server reported (placement spreads in-flight requests over them)."""
+        info = self.client.cached_info
+        return info.slots if info else None
 
     @property
     def alias(self) -> str:
@@ -145,6 +151,7 @@ class Router:
 
     def __init__(self, settings: LlamafileSettings) -> None:
         self.settings = settings
+        self.placement = Placement()
         self._servers: dict[str, Server] = {}
         self.groups: dict[str, list[Server]] = {}
         for alias, urls in (("smart", settings.smart_llm_url or []), ("fast", settings.fast_llm_url or [])):
@@ -317,55 +324,89 @@ def _stem(model_id: str) -> str:
     return name[: -len(".gguf")] if name.endswith(".gguf") else name
 
 
-def as_function_specs(functions: Sequence[FunctionLike] | None) -> list[FunctionSpec]:
-    """``FunctionSpec``s from specs, OpenAI ``tools`` entries or ``{name, description, parameters}``."""
-    specs = []
-    for function in functions or []:
-        if isinstance(function, FunctionSpec):
-            specs.append(function)
+@dataclass
+class Seat:
+    """Where the current call runs: its conversation key, server and the slot asked for (None:
+    the server picks); ``reported`` is the slot the server says it used, where it says so."""
+
+    key: str | None
+    server: Server
+    slot: int | None
+    reported: int | None = None
+
+
+# The current call's seat and the alias ("smart" / "fast") its usage counts under; per call
+# (per asyncio task), because one server may serve both aliases.
+SEAT: ContextVar[Seat | None] = ContextVar("llamafile_seat", default=None)
+CALL_ALIAS: ContextVar[str | None] = ContextVar("llamafile_call_alias", default=None)
+
+
+async def failover(router: Router, model_name: str, call: Callable[[Server], Awaitable[Any]],
+                   key: str | None = None) -> Any:
+    """Each candidate in turn (a down one costs seconds: short connect timeout, no retried
+    timeouts). The group asked for is ordered by placement (the conversation's pinned server
+    unless full, then the least busy); smart -> fast fallbacks come after it. On first contact,
+    when every candidate is down or loading, wait for the first to come up, bounded by
+    ``LLAMAFILE_STARTUP_TIMEOUT``."""
+    errors: list[ServerError] = []
+    candidates = await router.acandidates(model_name)
+    asked = router.alias_for(candidates[0], model_name)
+    group = [s for s in candidates if asked in s.aliases]
+    ordered = router.placement.order(key, group) + [s for s in candidates if s not in group]
+    for server in ordered:
+        alias = router.alias_for(server, model_name)
+        if errors and alias != asked:
+            logger.warning("every %s server failed; falling back to the %s model at %s", asked, alias, server.url)
+        try:
+            result = await _seated(router, key, alias, server, call)
+        except FAILOVER_ERRORS as exc:
+            logger.warning("%s (%s) failed: %s", server.url, alias, exc)
+            errors.append(exc)
             continue
-        data = dict(function)
-        if data.get("type") == "function" and isinstance(data.get("function"), Mapping):
-            data = dict(data["function"])
-        try:
-            specs.append(FunctionSpec.model_validate(data))
-        except ValidationError as exc:
-            raise ConfigurationError(f"invalid function spec {function!r}: {exc.errors()[0]['msg']}. Expected "
-                                     '{"name": ..., "description": ..., "parameters": {JSON schema}}') from None
-    return specs
+        router.remember(server)
+        return result
+    starting = [s for s in candidates if s.client.cached_info is None]
+    if (router.settings.startup_timeout > 0 and len(starting) == len(candidates)
+            and all(isinstance(e, (ServerUnreachableError, ServerLoadingError)) for e in errors)):
+        server = await router.first_ready(starting, router.settings.startup_timeout)
+        result = await _seated(router, key, router.alias_for(server, model_name), server, call)
+        router.remember(server)
+        return result
+    if len(errors) == 1:
+        raise errors[0]
+    raise type(errors[-1])(f"every server for {model_name!r} failed: " + " | ".join(map(str, errors)),
+                           url=errors[-1].url)
 
 
-@dataclass(frozen=True)
-class ResponseSchema:
-    """A structured-output request: the JSON schema sent to the server and how to read a reply."""
+async def _seated(router: Router, key: str | None, alias: str, server: Server,
+                  call: Callable[[Server], Awaitable[Any]]) -> Any:
+    """``call`` on ``server`` with its seat chosen, counted in flight, and pinned once it answered."""
+    slot = await _choose_slot(router, key, server) if key is not None else None
+    seat, placement = Seat(key, server, slot), router.placement
+    tokens = SEAT.set(seat), CALL_ALIAS.set(alias)
+    placement.begin(server.url, slot)
+    try:
+        result = await call(server)
+    finally:
+        placement.end(server.url, slot)
+        SEAT.reset(tokens[0])
+        CALL_ALIAS.reset(tokens[1])
+    if key is not None:
+        placement.pin(key, server.url, seat.reported if seat.reported is not None else slot)
+    return result
 
-    json_schema: dict[str, Any]
-    parse: Callable[[str], Any]
 
-
-def schema_of(response_schema: Any) -> ResponseSchema | None:
-    """Accept a pydantic model class or a JSON-schema dict."""
-    if response_schema is None:
+async def _choose_slot(router: Router, key: str, server: Server) -> int | None:
+    """The slot to ask for (affinity on): llamafiler cannot choose one; llama-server WAITS for
+    a busy slot it is asked for, so its ``/slots`` is read first (other clients may hold a slot;
+    classic b2282 takes another free slot by itself)."""
+    if not router.settings.slot_affinity:
         return None
-    if isinstance(response_schema, type) and issubclass(response_schema, BaseModel):
-        model = response_schema
-
-        def parse_model(content: str) -> Any:
-            return model.model_validate_json(content)
-
-        return ResponseSchema(model.model_json_schema(), parse_model)
-    if isinstance(response_schema, Mapping):
-        schema = dict(response_schema)
-        try:
-            validator = jsonschema.Draft202012Validator(schema)
-        except jsonschema.SchemaError as exc:
-            raise ConfigurationError(f"response_schema is not a valid JSON schema: {exc.message}") from None
-
-        def parse_json(content: str) -> Any:
-            value = json.loads(content)
-            validator.validate(value)
-            return value
-
-        return ResponseSchema(schema, parse_json)
-    raise ConfigurationError(f"response_schema must be a pydantic model class or a JSON-schema dict, "
-                             f"not {type(response_schema).__name__}")
+    info = await server.client.info()
+    if info.dialect is Dialect.LLAMAFILER or (info.slots or 1) <= 1:
+        return None  # one slot: asking for it is what the server does anyway
+    busy: frozenset[int] = frozenset()
+    if info.dialect is Dialect.LLAMA_SERVER:
+        with contextlib.suppress(LlamafileError, ValueError):
+            busy = await server.client.busy_slots()
+    return router.placement.slot_for(key, server, busy)

@@ -123,6 +123,16 @@ class Endpoint:
         answer = self.checked(response, Dialect.CLASSIC).json()
         return answer if isinstance(answer, dict) else {}
 
+    def busy_slots(self) -> Operation[frozenset[int]]:
+        """The ids of the slots llama-server's ``GET /slots`` reports ``is_processing``; empty when
+        the endpoint is off (``--no-slots``) or says nothing readable."""
+        response = yield self.request("GET", "/slots")
+        body = response.json() if response.status_code == 200 else []
+        if not isinstance(body, list):
+            return frozenset()
+        return frozenset(slot["id"] for slot in body
+                         if isinstance(slot, dict) and isinstance(slot.get("id"), int) and slot.get("is_processing"))
+
     def health(self) -> Operation[bool]:
         """True when ready; False while loading. Llamafiler has no /health: ask /v1/models."""
         response = yield self.request("GET", "/health")
@@ -340,6 +350,10 @@ class AsyncServerClient:
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         """Classic ``/completion`` under the server's retry policy."""
         return await self._run(lambda: self.endpoint.complete(body))
+
+    async def busy_slots(self) -> frozenset[int]:
+        """Slots the server reports busy right now (one quick request, not retried)."""
+        return await self._run(self.endpoint.busy_slots, retry=False)
 
     async def is_ready(self) -> bool:
         return await self._run(self.endpoint.health, retry=False)

@@ -75,6 +75,10 @@ class LlamafileSettings(BaseSettings):
     context_size: int | None = Field(
         None, gt=0, description="Context per slot when the server does not report it (llamafiler).")
     tokenizer_cache_size: int = Field(4096, ge=0, description="Texts whose token counts are cached.")
+    cache_prompt: bool = Field(
+        True, description="Ask servers to reuse a cached prompt prefix (cache_prompt; classic defaults it off).")
+    slot_affinity: bool = Field(
+        True, description="Keep each conversation on the server slot that holds its cached prefix.")
 
     @field_validator("smart_llm_url", "fast_llm_url", mode="before")
     @classmethod

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 from llamafile_provider.errors import ConfigurationError
 from llamafile_provider.messages import ChatResponse, MessageLike, Usage
 from llamafile_provider.provider import LlamafileProvider
-from llamafile_provider.routing import FunctionLike, ModelInfo
+from llamafile_provider.request import FunctionLike
+from llamafile_provider.routing import ModelInfo
 from llamafile_provider.settings import LlamafileSettings
 from llamafile_provider.tokenizer import Tokenizer
 

@@ -30,7 +30,8 @@ from typing import Any, TypeVar
 from llamafile_provider.errors import CompletionError, ConfigurationError
 from llamafile_provider.messages import (ChatMessage, ChatResponse, FunctionCall, FunctionSpec, MessageLike, Role,
                                          ToolCall, Usage, as_messages)
-from llamafile_provider.routing import GROUPS, FunctionLike, ModelInfo, alias_of, as_function_specs, schema_of
+from llamafile_provider.request import FunctionLike, as_function_specs, schema_of
+from llamafile_provider.routing import GROUPS, ModelInfo, alias_of
 from llamafile_provider.tools import (ChoiceMode, ToolChoice, ToolChoiceLike, new_call_id, normalize_tool_choice,
                                       validate_call)
 
@@ -52,6 +53,7 @@ class RecordedCall:
     response_schema: Any = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
+    session: str | None = None  # the conversation key the real provider pins to a server slot
     attempts: int = 0  # replies consumed: 1, plus one per parser retry
 
 
@@ -150,7 +152,7 @@ class ScriptedProvider:
         self, model_prompt: Sequence[MessageLike] | MessageLike, model_name: str = "smart",
         completion_parser: Callable[[ChatMessage], T] | None = None, functions: Sequence[FunctionLike] | None = None,
         max_output_tokens: int | None = None, prefill_response: str = "", *, tool_choice: ToolChoiceLike = "auto",
-        response_schema: Any = None, **kwargs: Any,
+        response_schema: Any = None, session: str | None = None, **kwargs: Any,
     ) -> ChatResponse[T]:
         """The next reply as one assistant turn, checked and parsed as the real provider does; a parser
         or ``response_schema`` failure consumes the next reply as the retry (``fix_failed_parse_tries``)."""
@@ -158,7 +160,7 @@ class ScriptedProvider:
         choice = normalize_tool_choice(tool_choice, specs) if specs else None
         schema, alias = schema_of(response_schema), self._alias(model_name)
         record = RecordedCall(messages, model_name, specs, tool_choice, max_output_tokens, prefill_response,
-                              response_schema, dict(kwargs))
+                              response_schema, dict(kwargs), session=session)
         self.calls.append(record)
         prompt_tokens = sum(map(_message_tokens, messages)) + count_tokens(prefill_response)
         total, last_exc = Usage(), None
