@@ -90,6 +90,12 @@ def detect(base_url: str, props: httpx.Response) -> tuple[Dialect, dict[str, Any
     server_header = props.headers.get("server", "")
     if props.status_code == 404 and server_header.startswith("llamafile/"):
         return Dialect.LLAMAFILER, {}
+    if props.status_code in (404, 405):  # every llama.cpp server but llamafiler has /props
+        raise MalformedResponseError(
+            f"{base_url} answered GET /props with {props.status_code}, so no llamafile or llama.cpp server "
+            "listens there (another program does). Check the port in LLAMAFILE_SMART_LLM_URL / "
+            "LLAMAFILE_FAST_LLM_URL, or start the server with ./llamafile-integration/serve.sh.",
+            url=base_url, status_code=props.status_code)
     if props.status_code != 200:
         raise error_from_response(props, base_url, Dialect.LLAMA_SERVER)
     body = _json_object(props, base_url)
