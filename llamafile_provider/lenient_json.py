@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,7 +214,9 @@ def _string(raw: str) -> str | None:
             pass
     for source in (raw, raw.replace("\r", "\\r").replace("\n", "\\n")):
         try:
-            value = ast.literal_eval(source)
+            with warnings.catch_warnings():  # '\\{' is an invalid escape to Python: no warning per reply
+                warnings.simplefilter("ignore")
+                value = ast.literal_eval(source)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             continue
         return value if isinstance(value, str) else None
