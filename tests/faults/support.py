@@ -131,6 +131,15 @@ def resources() -> tuple[int, int]:
     return len(os.listdir("/proc/self/fd")), threading.active_count()
 
 
+def steady_resources() -> tuple[int, int]:
+    """``resources()`` once the executor threads of event loops closed earlier have ended: a
+    closed loop (the blocking facade's) lets its default executor's threads finish on their own."""
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("asyncio_") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return resources()
+
+
 def assert_no_leaks(before: tuple[int, int]) -> None:
     """The process holds what it held before; handler threads and sockets of a loopback server
     may take a moment to finish, so this waits (bounded) for the counts to settle first."""
@@ -192,7 +201,7 @@ def check_fault_sync(fault: Callable[[], Any], error: type[BaseException]) -> Ba
         return outcome[0]
 
     once()
-    before = resources()
+    before = steady_resources()
     caught = once()
     assert_no_leaks(before)
     return caught
