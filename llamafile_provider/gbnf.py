@@ -120,6 +120,9 @@ class _Converter:
         self.used: set[str] = set()
         self._by_body: dict[str, str] = {}
         self._refs: dict[str, str] = {}
+        # refs being expanded with no text consumed yet: meeting one again is left recursion, which
+        # llama.cpp's grammar parser refuses ("failed to parse grammar", 400; found by fuzzing)
+        self._head: set[str] = set()
 
     def use(self, name: str) -> str:
         if name not in self.used:
@@ -175,10 +178,12 @@ class _Converter:
                 kind = "object"
             elif "items" in schema:
                 kind = "array"
-        if kind == "object":
-            return self.object(schema, hint)
-        if kind == "array":
-            return self.array(schema, hint)
+        if kind in ("object", "array"):
+            head, self._head = self._head, set()  # "{" or "[" comes first: recursion inside is not left
+            try:
+                return self.object(schema, hint) if kind == "object" else self.array(schema, hint)
+            finally:
+                self._head = head
         if kind == "string" and self.bounded and isinstance(schema.get("maxLength"), int):
             return self.bounded_string(schema, hint)
         return self.use(kind) if kind in _SIMPLE_TYPES else self.use("value")
@@ -202,6 +207,8 @@ class _Converter:
         return self._chains[count]
 
     def ref(self, ref: str) -> str:
+        if ref in self._head:  # X ::= X | A accepts what A accepts; "value" is looser, never stricter
+            return self.use("value")
         if ref not in self._refs:
             target = resolve_ref(self.root, ref)
             if target is MISSING:
@@ -209,7 +216,9 @@ class _Converter:
             name = self.fresh("ref-" + (ref.rstrip("/").rsplit("/", 1)[-1] if ref != "#" else "root"))
             self._refs[ref] = name
             self.rules[name] = ""  # reserved first, so recursive refs find it
+            self._head.add(ref)
             body = self.visit(target, name + "-body")
+            self._head.discard(ref)
             self.rules[name] = body if body != name else self.use("value")  # {"$ref": "#"} at the root
         return self._refs[ref]
 
