@@ -242,10 +242,15 @@ class _Converter:
                for key, sub in props.items()]
         is_required = [key in required for key in props]
 
-        def tail(i: int) -> str:  # the members after one already emitted, from index i on
-            parts = ['"," ws ' + kvs[j] if is_required[j] else f'( "," ws {kvs[j]} )?'
-                     for j in range(i, len(kvs))]
-            return " ".join([*parts, extra_tail]).strip()
+        # tails[i]: the members after one already emitted, from index i on; one rule each, so
+        # that n optional members make a grammar of size n, not n**2 (found by fuzzing)
+        tails = [""] * len(kvs) + [extra_tail]
+        for i in reversed(range(len(kvs))):
+            part = '"," ws ' + kvs[i] if is_required[i] else f'( "," ws {kvs[i]} )?'
+            tails[i] = self.add(f"{hint}-tail-{i}", f"{part} {tails[i + 1]}".strip())
+
+        def tail(i: int) -> str:
+            return tails[i]
 
         # the first member present is any optional one before the first required one, or that one
         last_first = is_required.index(True) if any(is_required) else len(kvs) - 1

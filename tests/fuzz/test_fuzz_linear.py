@@ -92,12 +92,7 @@ SCHEMAS: dict[str, Callable[[int], dict[str, Any]]] = {
 }
 
 
-_QUADRATIC = pytest.mark.xfail(strict=True, reason="gbnf._Converter.object spells out every optional member's "
-                               "tail in each alternative: the grammar grows as n**2 (one rule per tail would fix it)")
-
-
-@pytest.mark.parametrize("shape", [pytest.param(s, marks=_QUADRATIC) if s == "many optional properties" else s
-                                   for s in SCHEMAS])
+@pytest.mark.parametrize("shape", SCHEMAS)
 def test_the_converter_is_linear(shape: str) -> None:
     make = SCHEMAS[shape]
     sizes = (20, 80) if shape == "deep nesting" else (100, 400)
