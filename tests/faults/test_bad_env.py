@@ -3,6 +3,7 @@ file (not only the environment), in the async provider and the blocking facade."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from llamafile_provider.errors import ConfigurationError
 from llamafile_provider.provider import LlamafileProvider
 from llamafile_provider.sync import SyncLlamafileProvider
 
-from .support import resources, assert_no_leaks
+from .support import assert_no_leaks, resources
 
 BAD = [
     ("LLAMAFILE_TIMEOUT", "0", "greater than 0"),
@@ -25,7 +26,7 @@ BAD = [
 @pytest.fixture
 def dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A .env in the working directory, with no LLAMAFILE_ variable in the environment to mask it."""
-    for name in [n for n in __import__("os").environ if n.startswith("LLAMAFILE_")]:
+    for name in [n for n in os.environ if n.startswith("LLAMAFILE_")]:
         monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return tmp_path / ".env"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from llamafile_provider.errors import ServerUnreachableError
 from llamafile_provider.provider import LlamafileProvider
 from llamafile_provider.sync import SyncLlamafileProvider
@@ -36,12 +34,11 @@ def test_the_blocking_facade_says_the_same() -> None:
     assert_says_what_to_do(check_fault_sync(fault, ServerUnreachableError), url)
 
 
-@pytest.mark.parametrize("startup_timeout", [2.0])
-async def test_waiting_for_a_down_server_on_first_contact_is_bounded(startup_timeout: float) -> None:
+async def test_waiting_for_a_down_server_on_first_contact_is_bounded() -> None:
     url = f"http://127.0.0.1:{free_port()}"
 
     async def fault() -> None:
-        async with LlamafileProvider(smart_llm_url=url, startup_timeout=startup_timeout) as llm:
+        async with LlamafileProvider(smart_llm_url=url, startup_timeout=2.0) as llm:
             await llm.create_chat_completion(HI)
 
     assert_says_what_to_do(await check_fault(fault, ServerUnreachableError), url)
