@@ -26,6 +26,7 @@ from llamafile_provider.errors import (
 from llamafile_provider.folding import fold_messages
 from llamafile_provider.messages import ChatMessage, FunctionSpec
 from llamafile_provider.provider import LlamafileProvider
+from llamafile_provider.redact import mask_url
 from llamafile_provider.settings import LlamafileSettings
 
 T = TypeVar("T")
@@ -84,7 +85,9 @@ class ServerDoctor:
     """The checks for one server URL, run through a provider that knows only that server."""
 
     def __init__(self, label: str, url: str, settings: LlamafileSettings) -> None:
-        self.label, self.url = label, url
+        # self.url is what the report shows: credentials of a proxy URL masked (the settings
+        # below keep the real URL, which the provider splits into a header).
+        self.label, self.url = label, mask_url(url)
         self.settings = settings.model_copy(update={"smart_llm_url": [url], "fast_llm_url": [url]})
         self.rows: list[Check] = []
 
