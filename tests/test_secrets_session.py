@@ -60,7 +60,7 @@ def exception_texts(exc: BaseException) -> list[str]:
     return texts
 
 
-async def session(env: dict[str, str], fast_port: int) -> list[str]:
+async def session(fast_port: int) -> list[str]:
     """A session with failures; returns everything it could show."""
     shown: list[str] = []
 
@@ -120,7 +120,7 @@ def test_a_whole_session_never_shows_a_key_or_url_credentials(
     for name in LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG)
     try:
-        shown = asyncio.run(session(env, classic_keyed_server.port))
+        shown = asyncio.run(session(classic_keyed_server.port))
     finally:
         logging.getLogger().removeHandler(handler)
         for name, level in previous.items():
