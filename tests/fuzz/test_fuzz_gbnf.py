@@ -24,6 +24,7 @@ from llamafile_provider.gbnf import schema_to_gbnf
 from tests.fuzz.schemas import SCHEMAS
 
 pytestmark = pytest.mark.fuzz
+_CI_POSTS = 40  # distinct grammars posted per server in the short profile (all of them under -m fuzz)
 _SAMPLES = 8  # grammars whose generated sample is checked against the schema (each is a longer request)
 _RELAXED = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")  # not enforced by the grammar
 
@@ -83,11 +84,13 @@ def _complete(base_url: str, grammar: str, n_predict: int) -> httpx.Response:
 @pytest.mark.server
 @pytest.mark.classic
 def test_every_emitted_grammar_is_accepted_by_both_servers(mistral_server: Any, classic_server: Any) -> None:
-    grammars = _collect()
+    grammars = list(_collect())
     assert len(grammars) >= 20, "the schema strategy produced too few distinct grammars to test anything"
+    if settings().max_examples < 10_000:  # CI: posting every grammar to both servers takes minutes
+        grammars = grammars[:_CI_POSTS]
     for name, server in (("llama-server", mistral_server), ("classic b2282", classic_server)):
         for grammar in grammars:
-            reply = _complete(server.base_url, grammar, 2)
+            reply = _complete(server.base_url, grammar, 1)
             assert reply.status_code == 200, f"{name} refused a grammar ({reply.status_code} {reply.text[:300]}):\n{grammar}"
             assert "content" in reply.json(), f"{name} answered 200 without content: {reply.text[:300]}"
     print(f"{len(grammars)} distinct grammars accepted by llama-server and the classic server")
