@@ -86,6 +86,8 @@ def as_message(message: MessageLike) -> ChatMessage:
         return message
     try:
         data = dict(message)
+        if data.get("tool_calls"):  # copied: the caller's dicts are never rewritten
+            data["tool_calls"] = [dict(call) for call in data["tool_calls"]]
         for call in data.get("tool_calls") or []:
             arguments = call.get("function", {}).get("arguments")
             if isinstance(arguments, str):

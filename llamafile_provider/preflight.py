@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 from llamafile_provider.dialects import ServerInfo
 from llamafile_provider.errors import ContextOverflowError
 from llamafile_provider.messages import ChatMessage, Role
+from llamafile_provider.tokenizer import render_template
 
 if TYPE_CHECKING:
-    from llamafile_provider.routing import Server
+    from llamafile_provider.connection import Server
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ async def prompt_tokens(server: Server, info: ServerInfo, request: dict[str, Any
     """The server-exact prompt size of ``request``; a cheap bound instead when that is within budget."""
     messages, tools = request["messages"], request.get("tools")
     if info.template is not None:
-        bound = len(info.template.render(messages, tools=tools).encode("utf-8")) + _SPECIAL_SLACK
+        bound = len(render_template(info.template, info.base_url, messages, tools).encode("utf-8")) + _SPECIAL_SLACK
         if bound <= budget:
             return bound
     return await server.tokenizer.count_message_tokens(messages, tools)

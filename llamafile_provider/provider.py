@@ -20,6 +20,7 @@ from openai.types.chat import ChatCompletion
 from llamafile_provider import cascade, chat_formats, classic
 from llamafile_provider.budget import skeleton_pieces
 from llamafile_provider.cascade import ToolMode
+from llamafile_provider.connection import Server
 from llamafile_provider.dialects import Dialect, ServerInfo
 from llamafile_provider.errors import (
     CompletionError,
@@ -51,7 +52,7 @@ from llamafile_provider.request import (
     sampling_arguments,
     schema_of,
 )
-from llamafile_provider.routing import CALL_ALIAS, SEAT, ModelInfo, Router, Server, failover
+from llamafile_provider.routing import CALL_ALIAS, SEAT, ModelInfo, Router, failover
 from llamafile_provider.settings import LlamafileSettings, load_settings
 from llamafile_provider.tokenizer import Tokenizer
 from llamafile_provider.tools import (

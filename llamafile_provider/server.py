@@ -148,6 +148,11 @@ class Endpoint:
             return ServerTimeoutError(
                 f"{self.base_url} did not answer in time ({type(exc).__name__}). The model may be "
                 "busy on a long prompt: raise the timeout or retry.", url=self.base_url)
+        if isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc):
+            # Headers came, then the connection closed: the server went away mid-reply (crashed or stopped).
+            return ServerUnreachableError(
+                f"{self.base_url} closed the connection before its reply was complete ({exc}): the server "
+                f"may have crashed or been stopped; see its log. {START_HINT}", url=self.base_url)
         return ServerUnreachableError(
             f"nothing answers at {self.base_url} ({type(exc).__name__}: {exc}). {START_HINT}", url=self.base_url)
 

@@ -111,6 +111,8 @@ class SyncLlamafileProvider:
         if not self._loop.is_closed():
             self._run(self.provider.aclose())
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            # Its executor threads (getaddrinfo and the like) end here, not after close() returns.
+            self._loop.run_until_complete(self._loop.shutdown_default_executor())
             self._loop.close()
 
     def __enter__(self) -> SyncLlamafileProvider:

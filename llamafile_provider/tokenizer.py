@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 
 from llamafile_provider import chat_formats
 from llamafile_provider.dialects import Dialect, ServerInfo
-from llamafile_provider.errors import UnsupportedFeatureError
+from llamafile_provider.errors import TemplateError, UnsupportedFeatureError
 from llamafile_provider.server import AsyncServerClient, ServerClient
 from llamafile_provider.templates import ChatTemplate
 
@@ -76,6 +76,17 @@ class LRUCache(Generic[K, V]):
         return len(self._data)
 
 
+def render_template(template: ChatTemplate, base_url: str, messages: Messages, tools: Tools) -> str:
+    """The server's own template applied here, before sending; a refusal names whose template it
+    is and what to do, as the server's 400 would."""
+    try:
+        return template.render(messages, tools=tools)
+    except TemplateError as exc:
+        raise TemplateError(
+            f"{exc} (the chat template of {base_url}). Change the messages, or serve the model "
+            "with another --chat-template-file.", url=base_url, server_message=exc.server_message) from exc
+
+
 class _CountingRules:
     """How a conversation becomes one text to tokenize, per server; shared by both flavours."""
 
@@ -86,7 +97,7 @@ class _CountingRules:
     def prompt(self, info: ServerInfo, messages: Messages, tools: Tools) -> tuple[str, bool]:
         """(prompt text, whether the tokenizer should add its special tokens)."""
         if info.template is not None:
-            return info.template.render(messages, tools=tools), True
+            return render_template(info.template, info.base_url, messages, tools), True
         if info.chat_format:  # classic, layout probed; it ignores tools
             return chat_formats.render(info.chat_format, messages), bool(info.add_bos)
         if not self._warned:

@@ -12,13 +12,13 @@ after the provider is closed are equal (after a warm-up call), and servers it st
 | killed mid-request | own llama-server, SIGKILL while generating | ServerUnreachableError | test_killed.py::..._mid_request_... |
 | killed mid-stream | own llama-server, SIGKILL after 3 chunks | ServerError + partial_text | test_killed.py (async, blocking) |
 | 401 | keyed llama-server (JSON), keyed classic (plain text) | AuthenticationError | test_auth.py (wrong key, no key, blocking) |
-| template 400 | llama-server with a template that raises | TemplateError | test_template.py (xfail: no url in it) |
+| template 400 | llama-server with a template that raises | TemplateError | test_template.py |
 | context overflow | llama-server (400) and classic (silent cut), 512 per slot | ContextOverflowError | test_overflow.py |
-| malformed / truncated / non-object JSON | loopback (chat reply, /props) | MalformedResponseError | test_broken_json.py (chat cells xfail) |
+| malformed / non-object JSON | loopback (chat reply, /props) | MalformedResponseError | test_broken_json.py |
+| truncated reply (cut after its headers) | loopback (chat reply, /props) | ServerUnreachableError, "before its reply was complete" | test_broken_json.py |
 | slow server | loopback that stays silent | ServerTimeoutError | test_slow.py (chat async, probe blocking) |
 | busy port | serve.sh on a port a non-llama server holds | serve.sh exit 1; provider MalformedResponseError | test_serve_faults.py, test_not_llama.py; tests/scripts/test_script_serve.py (bare socket) |
 | wrong dialect | serve.sh with LLAMAFILE_DIALECT=classic on a 0.10 llamafile | serve.sh exit 1 with the server's complaint | test_serve_faults.py |
 | bad .env values | .env file | ConfigurationError naming the variable | test_bad_env.py (async, blocking) |
 
-An xfail(strict=True) cell is a fault the code does not type yet; its reason names the fix.
 """

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from llamafile_provider.errors import MalformedResponseError
+from llamafile_provider.errors import MalformedResponseError, ServerUnreachableError
 from llamafile_provider.provider import LlamafileProvider
 
 from .support import HI, Loopback, Route, check_fault, reply
@@ -17,20 +17,6 @@ BROKEN: dict[str, Route] = {
     "truncated": reply(200, b'{"choices": [', declared_length=4096),  # the connection closes early
     "non-object": reply(200, [1, 2, 3]),
 }
-# Faults the current code does not type yet; the fix each needs is in the reason (issue 12's files).
-CHAT_GAPS = {
-    "malformed": "routing.Server._sdk_call lets the SDK's json.JSONDecodeError out: catch ValueError there "
-                 "and raise MalformedResponseError(url=...)",
-    "truncated": "server.Endpoint.transport_error maps httpx.RemoteProtocolError after the headers to "
-                 "ServerUnreachableError 'nothing answers ... Start it': it should be MalformedResponseError",
-    "non-object": "provider._converse reads completion.usage of a list (AttributeError): routing.Server.chat "
-                  "should check the SDK's result is a ChatCompletion and raise MalformedResponseError",
-}
-
-
-def cases(gaps: dict[str, str]) -> list[object]:
-    return [pytest.param(kind, marks=pytest.mark.xfail(strict=True, reason=gaps[kind])) if kind in gaps
-            else kind for kind in BROKEN]
 
 
 async def open_and_chat(url: str) -> None:
@@ -38,7 +24,7 @@ async def open_and_chat(url: str) -> None:
         await llm.create_chat_completion(HI)
 
 
-@pytest.mark.parametrize("kind", cases(CHAT_GAPS))
+@pytest.mark.parametrize("kind", ["malformed", "non-object"])
 async def test_a_broken_chat_reply_is_a_malformed_response_error(loopback: Callable[..., Loopback],
                                                                  kind: str) -> None:
     server = loopback({"/v1/chat/completions": BROKEN[kind]})
@@ -46,8 +32,18 @@ async def test_a_broken_chat_reply_is_a_malformed_response_error(loopback: Calla
     assert server.url in str(error)
 
 
-@pytest.mark.parametrize("kind", cases({"truncated": CHAT_GAPS["truncated"]}))
+@pytest.mark.parametrize("kind", ["malformed", "non-object"])
 async def test_a_broken_probe_is_a_malformed_response_error(loopback: Callable[..., Loopback], kind: str) -> None:
     server = loopback({"/props": BROKEN[kind]})
     error = await check_fault(lambda: open_and_chat(server.url), MalformedResponseError)
     assert server.url + "/props" in str(error) and "LLAMAFILE_SMART_LLM_URL" in str(error)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/props"])
+async def test_a_reply_cut_off_after_its_headers_says_the_server_went_away(loopback: Callable[..., Loopback],
+                                                                           path: str) -> None:
+    """A body that stops short is a server that died mid-reply: unreachable (worth failing over), not
+    "nothing answers", and the message points at the server's log."""
+    server = loopback({path: BROKEN["truncated"]})
+    error = await check_fault(lambda: open_and_chat(server.url), ServerUnreachableError)
+    assert server.url in str(error) and "before its reply was complete" in str(error) and "log" in str(error)

@@ -56,9 +56,6 @@ def test_the_server_itself_answers_400(refusing_server: RunningServer) -> None:
     assert answer.status_code == 400 and "FORBIDDEN words" in answer.text
 
 
-@pytest.mark.xfail(strict=True, reason="the TemplateError raised by templates.render (client-side) carries no url and "
-                   "no advice: provider.py should re-raise it with the server's url and 'change the messages, or serve "
-                   "the model with another --chat-template-file' (issue 12's file)")
 async def test_the_refusal_names_the_server_and_what_to_do(refusing_server: RunningServer) -> None:
     async with LlamafileProvider(smart_llm_url=refusing_server.base_url, startup_timeout=0) as llm:
         with pytest.raises(TemplateError) as caught:

@@ -83,8 +83,6 @@ def test_folding_is_idempotent(messages: list[ChatMessage], caps: TemplateCaps, 
     assert fold_messages(copy.deepcopy(once), caps, native_tools=native) == once
 
 
-@pytest.mark.xfail(strict=True, reason="messages.as_message rewrites a dict's tool_calls[].function in place "
-                   "(string arguments become objects): the lead is asked to copy the call dicts there")
 def test_folding_leaves_dict_messages_unchanged() -> None:
     turns = [{"role": "assistant", "content": "",
               "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}]}]
