@@ -4,13 +4,14 @@
 
 8 concurrent agent loops (5 steps each, each step appending an assistant reply and a tool
 result; 32 generated tokens per step, ``ignore_eos``) on two 4-slot test-bed llama-servers
-(chatml model) listed as one group, vs on one of them alone.
+(chatml model, ONE thread each, so that each server has a core of its own, as two machines
+would) listed as one group, vs on one of them alone.
 
 * ``p8_spread_speedup``: wall time on 1 server / on 2, through the provider (placement spreads
   new conversations to the least busy server and keeps each on its slot).
 * ``p8_raw_speedup``: the same requests sent by hand with a raw client, split evenly
-  (agents 0-3 on one server, 4-7 on the other): the ceiling of this machine. On 2 cores, two
-  servers share the same CPUs, so neither can be far above 1 here; on two machines it is ~2.
+  (agents 0-3 on one server, 4-7 on the other): the ceiling. With two threads per server on
+  2 cores the two servers fight over the same cores and both ratios fall far below 1.
 Medians of 3 rounds, provider and raw alternating which goes first.
 """
 
@@ -70,7 +71,7 @@ async def measure(progress: Callable[[str], None]) -> dict[str, float]:
     binary, models = ensure_testbed()
     pool = ServerPool(binary)
     try:
-        urls = [pool.get(ServerConfig(model=models["chatml"], extra_args=("--alias", f"p8-{i}"))).base_url
+        urls = [pool.get(ServerConfig(model=models["chatml"], threads=1, extra_args=("--alias", f"p8-{i}"))).base_url
                 for i in range(2)]
         ours, theirs = [], []
         for rnd in range(ROUNDS):

@@ -24,7 +24,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
-from bench import bench_provider, bench_tokenizer, bench_tool_calls, common
+from bench import bench_provider, bench_reuse, bench_spread, bench_tokenizer, bench_tool_calls, common
 from bench.common import Measure
 
 SECTIONS: list[tuple[str, Measure]] = [
@@ -33,6 +33,8 @@ SECTIONS: list[tuple[str, Measure]] = [
     ("p3", bench_tokenizer.measure_exactness),
     ("p4", bench_tool_calls.measure),
     ("p5", bench_provider.measure_concurrency),
+    ("p6", bench_reuse.measure),
+    ("p8", bench_spread.measure),
 ]
 
 
