@@ -24,7 +24,9 @@ pytestmark = pytest.mark.fuzz
 
 FUNCTIONS = [FunctionSpec(name="add", parameters={"type": "object", "properties": {"a": {"type": "integer"}}}),
              FunctionSpec(name="search")]
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+# JSON values only: json.dumps writes inf / nan as Infinity / NaN, which is not JSON (and no reply to read).
+_SCALAR = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+_JSON = st.recursive(_SCALAR,
                      lambda inner: st.lists(inner, max_size=4)
                      | st.dictionaries(st.sampled_from(["name", "arguments", "a", "tool_calls", "function", "q"])
                                        | st.text(max_size=4), inner, max_size=4), max_leaves=12)
