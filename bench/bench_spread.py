@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
 
 import httpx
 
+from bench.common import run_alone
 from llamafile_provider.provider import LlamafileProvider
 from testbed import ensure_testbed
 from testbed.server import ServerConfig, ServerPool
@@ -87,12 +87,5 @@ async def measure(progress: Callable[[str], None]) -> dict[str, float]:
             "p8_raw_speedup": round(statistics.median(theirs), 3)}
 
 
-def main() -> None:
-    result = asyncio.run(measure(lambda text: print(text, file=sys.stderr)))
-    print("| metric | value |\n|---|---|")
-    for name, value in result.items():
-        print(f"| {name} | {value} |")
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(measure)

@@ -8,6 +8,7 @@ and returns flat, named numbers, so ``bench.run`` can put any section in one tab
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -59,3 +60,12 @@ async def ticker(lags: list[float], stop: asyncio.Event, period: float = 0.005) 
         started = time.perf_counter()
         await asyncio.sleep(period)
         lags.append(time.perf_counter() - started - period)
+
+
+def run_alone(measure: Measure) -> None:
+    """One section run on its own (``python -m bench.bench_x``): progress on stderr, its numbers
+    as a markdown table on stdout."""
+    result = asyncio.run(measure(lambda text: print(text, file=sys.stderr, flush=True)))
+    print("| metric | value |\n|---|---|")
+    for name, value in result.items():
+        print(f"| {name} | {value} |")

@@ -16,6 +16,7 @@ from testbed import ensure_classic_server, ensure_testbed
 from testbed.build_server import BuildError
 from testbed.real_models import REAL_MODELS, ModelDownloadError, ensure_real_model
 from testbed.server import RunningServer, ServerConfig, ServerPool
+from testbed.server import start as testbed_start
 
 TEST_API_KEY = "sk-test-bed-key-0123456789"
 
@@ -65,6 +66,19 @@ def _server(pool: ServerPool, config: ServerConfig) -> RunningServer:
         return pool.get(config)
     except Exception as exc:  # noqa: BLE001 - turned into a loud test failure
         pytest.fail(f"could not start a test-bed llama-server: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def own_server(llama_server_binary: Path, models: dict[str, Path], tmp_path: Path) -> Iterator[RunningServer]:
+    """A llama-server of this test's own (1 slot, chatml), which it may kill or stop; stopped and
+    checked gone afterwards. Shared servers are never killed."""
+    server = testbed_start(llama_server_binary, ServerConfig(model=models["chatml"], slots=1, ctx_size=8192),
+                           log_dir=tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+        assert server.process.poll() is not None
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,23 +13,13 @@ from pytest_httpx import HTTPXMock
 
 from llamafile_provider.errors import ServerError, ServerInternalError
 from llamafile_provider.provider import LlamafileProvider
-from testbed.server import RunningServer, ServerConfig, start
+from testbed.server import RunningServer
 
 HI = [{"role": "user", "content": "hi"}]
 # ignore_eos keeps the tiny model talking, so a stream is long enough to be cut.
 ENDLESS = {"max_output_tokens": 3000, "ignore_eos": True, "temperature": 0}
 
 pytestmark = pytest.mark.server
-
-
-@pytest.fixture
-def own_server(llama_server_binary: Path, models: dict[str, Path], tmp_path: Path) -> Iterator[RunningServer]:
-    server = start(llama_server_binary, ServerConfig(model=models["chatml"], slots=1, ctx_size=8192),
-                   log_dir=tmp_path)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def chat_responses(provider: LlamafileProvider) -> list[httpx.Response]:

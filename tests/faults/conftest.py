@@ -1,5 +1,6 @@
-"""Fixtures of the fault matrix (the helpers they use are in support.py)."""
+"""Fixtures of the fault matrix (the helpers they use are in support.py; ``own_server`` is in
+tests/conftest.py)."""
 
-from .support import loopback, own_server
+from .support import loopback
 
-__all__ = ["loopback", "own_server"]
+__all__ = ["loopback"]

@@ -13,12 +13,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-
-from testbed.server import RunningServer, ServerConfig, start
 
 T = TypeVar("T")
 HI = [{"role": "user", "content": "hi"}]
@@ -170,18 +167,6 @@ async def check_fault(fault: Callable[[], Awaitable[Any]], error: type[BaseExcep
         await bounded(fault())
     assert_no_leaks(before)
     return caught.value
-
-
-@pytest.fixture
-def own_server(llama_server_binary: Path, models: dict[str, Path], tmp_path: Path) -> Iterator[RunningServer]:
-    """A llama-server of this test's own, which it may kill; stopped (and checked gone) afterwards."""
-    server = start(llama_server_binary, ServerConfig(model=models["chatml"], slots=1, ctx_size=8192),
-                   log_dir=tmp_path)
-    try:
-        yield server
-    finally:
-        server.stop()
-        assert server.process.poll() is not None
 
 
 def check_fault_sync(fault: Callable[[], Any], error: type[BaseException]) -> BaseException:
