@@ -192,7 +192,7 @@ class Endpoint:
         if loading:
             return ServerLoadingError(
                 f"{self.base_url} was still loading its model after {timeout:.0f}s; wait longer "
-                "(large models take minutes) or check the server's log.", url=self.base_url)
+                "(LLAMAFILE_STARTUP_TIMEOUT; large models take minutes) or check the server's log.", url=self.base_url)
         return ServerUnreachableError(
             f"no server became ready at {self.base_url} within {timeout:.0f}s. {START_HINT}", url=self.base_url)
 
