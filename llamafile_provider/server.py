@@ -59,6 +59,8 @@ class Endpoint:
                 api_key if "Authorization" in self.headers else f"Bearer {api_key}")
         self.policy = policy or RetryPolicy()
         self.info_cache: ServerInfo | None = None
+        # False once GET /slots said it is off (--no-slots): not asked again on every call.
+        self.slots_readable = True
 
     def __repr__(self) -> str:  # never shows the key
         return f"{type(self).__name__}({self.base_url!r})"
@@ -127,6 +129,8 @@ class Endpoint:
         """The ids of the slots llama-server's ``GET /slots`` reports ``is_processing``; empty when
         the endpoint is off (``--no-slots``) or says nothing readable."""
         response = yield self.request("GET", "/slots")
+        if response.status_code in (404, 405, 501):
+            self.slots_readable = False
         body = response.json() if response.status_code == 200 else []
         if not isinstance(body, list):
             return frozenset()
@@ -357,7 +361,10 @@ class AsyncServerClient:
         return await self._run(lambda: self.endpoint.complete(body))
 
     async def busy_slots(self) -> frozenset[int]:
-        """Slots the server reports busy right now (one quick request, not retried)."""
+        """Slots the server reports busy right now (one quick request, not retried; none once
+        the server said its ``/slots`` is off)."""
+        if not self.endpoint.slots_readable:
+            return frozenset()
         return await self._run(self.endpoint.busy_slots, retry=False)
 
     async def is_ready(self) -> bool:
